@@ -1,0 +1,1 @@
+"""The Docker volume plugin that runs in every Docker host (standard library only)."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, a virtualenv with the
+# package and its test dependencies) and runs the test suite. The tests start
+# and stop their own services (a private PostgreSQL cluster); nothing is left
+# running. Extra arguments go to pytest, e.g. scripts/test.sh -k vmgroup
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup-env.sh
+
+apt_install postgresql
+python_venv ".[test]"
+
+exec "$VENV/bin/python" -m pytest "$@"

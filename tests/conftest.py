@@ -1,0 +1,179 @@
+"""Fixtures: a state root per test, an inventory of datastores and VMs, the
+admin CLI run in-process (and as a real process), and the config DB on SQLite
+or on a private PostgreSQL cluster that this test session starts and stops.
+
+A part that is missing here (PostgreSQL) skips its tests with a reason that
+names it; in CI (CI=true) it fails them instead."""
+
+import glob
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+IN_CI = os.environ.get("CI") == "true"
+
+VM1_UUID = "564dac12-b1a0-f735-0df3-bceb00b30340"
+VM2_UUID = "564d9bc4-bfd6-b648-935b-6353fb6dc1e7"
+VM3_UUID = "564d1111-2222-3333-4444-555566667777"
+
+
+def missing(part):
+    """Skip locally, fail in CI, naming the part that is not there."""
+    if IN_CI:
+        pytest.fail(f"{part} is not available; CI must run every integration test")
+    pytest.skip(f"{part} is not available")
+
+
+# -- running the admin CLI -------------------------------------------------------
+
+class Admin:
+    """``admin("vmgroup ls")`` runs the CLI in-process; ``admin.ok`` and
+    ``admin.err`` also check the exit code of a success or a failure."""
+
+    def __call__(self, *args):
+        from vmdkops_admin.cli import cli
+
+        argv = shlex.split(args[0]) if len(args) == 1 and isinstance(args[0], str) else list(args)
+        return CliRunner().invoke(cli, argv, prog_name="vmdkops_admin", catch_exceptions=False)
+
+    def ok(self, *args):
+        result = self(*args)
+        assert result.exit_code == 0, (result.exit_code, result.output)
+        return result.stdout
+
+    def err(self, *args):
+        """The text after ``ERROR:`` of a failed command."""
+        result = self(*args)
+        assert result.exit_code == 2, (result.exit_code, result.output)
+        assert result.stdout.startswith("ERROR:"), result.output
+        assert "Traceback" not in result.output
+        return result.stdout[len("ERROR:"):].rstrip("\n")
+
+    def proc(self, *args, env=None):
+        """Run the installed console script as a real process."""
+        script = shutil.which("vmdkops_admin", path=os.path.dirname(sys.executable))
+        return subprocess.run([script, *args], capture_output=True, text=True,
+                              env=env or os.environ.copy(), timeout=120)
+
+
+@pytest.fixture
+def admin():
+    return Admin()
+
+
+def parse_table(text):
+    """Rows of a table as dicts, cut at the columns of the dash line."""
+    lines = text.rstrip("\n").split("\n")
+    spans, pos = [], 0
+    for run in lines[1].split(" "):
+        if run:
+            spans.append((pos, pos + len(run)))
+        pos += len(run) + 1
+    cut = [(start, spans[i + 1][0] if i + 1 < len(spans) else None)
+           for i, (start, _) in enumerate(spans)]
+    headers = [lines[0][a:b].strip() for a, b in cut]
+    return [{h: line[a:b].strip() for h, (a, b) in zip(headers, cut)} for line in lines[2:]]
+
+
+# -- the state root and the inventory ----------------------------------------------
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setenv("VMDKOPS_HOME", str(root))
+    return root
+
+
+@pytest.fixture
+def inventory(home, tmp_path):
+    """Datastores DS1 and DS2 and VMs VM1 (on DS1), VM2 (on DS2) and VM3."""
+    from vmdkops_admin.backends.local import LocalBackend
+    from vmdkops_admin.paths import layout
+
+    backend = LocalBackend(layout())
+    for name in ("DS1", "DS2"):
+        path = tmp_path / name
+        path.mkdir()
+        backend.add_datastore(name, str(path))
+    backend.add_vm("VM1", VM1_UUID, "DS1")
+    backend.add_vm("VM2", VM2_UUID, "DS2")
+    backend.add_vm("VM3", VM3_UUID, "DS1")
+    return backend
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+
+def _pg_bindir():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A private PostgreSQL cluster for this test session; the base URL."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        missing("PostgreSQL server (Debian package postgresql; scripts/test.sh installs it)")
+    base = tempfile.mkdtemp(prefix="vmdkops-pg-")
+    as_user = []
+    if os.geteuid() == 0:
+        # initdb refuses to run as root.
+        shutil.chown(base, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(base, "data"), _free_port()
+    subprocess.run(as_user + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres",
+                              "--no-sync"], check=True, capture_output=True)
+    options = (f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c full_page_writes=off -c synchronous_commit=off")
+    subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-o", options,
+                              "-l", os.path.join(base, "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A new empty database on the private cluster, dropped after the test."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{pg_server}/{name}"
+    with psycopg.connect(pg_server + "/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def configured(request, db_kind, admin, inventory):
+    """A config DB made by ``config init``: local SQLite, or a PostgreSQL URL."""
+    if db_kind == "sqlite":
+        admin.ok("config init --local")
+    else:
+        admin.ok("config", "init", "--db-url", request.getfixturevalue("pg_url"))
+    return db_kind

@@ -1,0 +1,85 @@
+"""The backend contract: the only code that knows what datastores and VMs
+exist (and, later, that makes and attaches disks). ``local`` is the embedded
+default; ``vsphere`` talks to ESX or vCenter."""
+
+from dataclasses import dataclass
+
+from ..errors import VmdkopsError
+
+# Pseudo datastores of the access rules, with the URLs stored in the DB.
+VM_DS = "_VM_DS"
+ALL_DS = "_ALL_DS"
+SPECIAL_DATASTORE_URLS = {VM_DS: "_VM_DS://", ALL_DS: "_ALL_DS://"}
+SPECIAL_DATASTORE_NAMES = {url: name for name, url in SPECIAL_DATASTORE_URLS.items()}
+
+
+@dataclass(frozen=True)
+class Datastore:
+    name: str
+    url: str
+    path: str
+    type: str = "local"
+
+
+@dataclass(frozen=True)
+class VirtualMachine:
+    name: str
+    uuid: str
+    datastore: str
+
+
+class ReadOnlyInventory(VmdkopsError):
+    pass
+
+
+class Backend:
+    """Inventory part of the contract. Lookups return ``None`` when nothing matches."""
+
+    name = "abstract"
+
+    def datastores(self):
+        raise NotImplementedError
+
+    def vms(self):
+        raise NotImplementedError
+
+    def datastore_by_name(self, name):
+        return next((ds for ds in self.datastores() if ds.name == name), None)
+
+    def datastore_by_url(self, url):
+        return next((ds for ds in self.datastores() if ds.url == url), None)
+
+    def find_vm(self, name_or_uuid):
+        """A VM by uuid (any case) or by name."""
+        wanted = name_or_uuid.lower()
+        vms = self.vms()
+        return (next((vm for vm in vms if vm.uuid.lower() == wanted), None)
+                or next((vm for vm in vms if vm.name == name_or_uuid), None))
+
+    def vmgroup_renamed(self, vmgroup_uuid, old_name, new_name):
+        """Move the ``dockvols/<name>`` links of a renamed vmgroup."""
+
+    def vmgroup_removed(self, vmgroup_uuid, name):
+        """Remove the ``dockvols`` folder and link of a vmgroup that has no volumes left."""
+
+
+def datastore_url(backend, name):
+    """The URL stored in the DB for a datastore name (or pseudo name)."""
+    if name in SPECIAL_DATASTORE_URLS:
+        return SPECIAL_DATASTORE_URLS[name]
+    datastore = backend.datastore_by_name(name)
+    return datastore.url if datastore else None
+
+
+def datastore_names(backend):
+    """A function from a stored URL to the datastore's current name ('' when it is gone)."""
+    names = {ds.url: ds.name for ds in backend.datastores()}
+    names.update(SPECIAL_DATASTORE_NAMES)
+    return lambda url: names.get(url, "")
+
+
+def get_backend():
+    from .local import LocalBackend
+    from ..paths import layout
+
+    return LocalBackend(layout())

@@ -1,0 +1,79 @@
+"""``vmdkops_admin host``: the datastores and VMs the backend knows. On the
+``local`` backend they are managed here; on vSphere they are what vSphere has."""
+
+import click
+
+from .options import backend, command, group, output_format_option
+from .render import Column, emit_message, emit_records
+
+DATASTORE_COLUMNS = (
+    Column("Name", "name"), Column("Url", "url"), Column("Path", "path"), Column("Type", "type"),
+    Column("Capacity", "capacity_mb", lambda mb: f"{mb}MB"),
+    Column("Free", "free_mb", lambda mb: f"{mb}MB"),
+)
+VM_COLUMNS = (Column("Name", "name"), Column("Uuid", "uuid"), Column("Datastore", "datastore"))
+
+
+def _local_inventory():
+    from ..errors import VmdkopsError
+
+    inventory = backend()
+    if not hasattr(inventory, "add_vm"):
+        raise VmdkopsError(f"The {inventory.name} backend's inventory is managed in vSphere")
+    return inventory
+
+
+def register(cli):
+    host = group("host", "List (and on the local backend, manage) datastores and VMs", cli)
+    datastore = group("datastore", "Datastores of the backend", host)
+
+    @command(datastore, "add", "Register a directory as a datastore (local backend)")
+    @click.option("--name", required=True, help="The name of the datastore")
+    @click.option("--path", required=True, metavar="DIR", help="An existing directory")
+    def datastore_add(name, path):
+        ds = _local_inventory().add_datastore(name, path)
+        emit_message(f"datastore '{ds.name}' added at {ds.path}")
+
+    @command(datastore, "rm", "Forget a datastore (local backend; its files are kept)")
+    @click.option("--name", required=True, help="The name of the datastore")
+    def datastore_rm(name):
+        _local_inventory().remove_datastore(name)
+        emit_message(f"datastore '{name}' removed")
+
+    @command(datastore, "ls", "List datastores")
+    @output_format_option
+    def datastore_ls(output_format):
+        import os
+
+        records = []
+        for ds in backend().datastores():
+            try:
+                st = os.statvfs(ds.path)
+                capacity, free = st.f_blocks * st.f_frsize >> 20, st.f_bavail * st.f_frsize >> 20
+            except OSError:
+                capacity = free = None
+            records.append({"name": ds.name, "url": ds.url, "path": ds.path, "type": ds.type,
+                            "capacity_mb": capacity, "free_mb": free})
+        emit_records(DATASTORE_COLUMNS, records)
+
+    vm = group("vm", "VMs (Docker hosts) of the backend", host)
+
+    @command(vm, "add", "Register a VM (local backend)")
+    @click.option("--name", required=True, help="The name of the VM")
+    @click.option("--uuid", "vm_uuid", help="Its BIOS uuid (default: a new random one)")
+    @click.option("--datastore", help="Its home datastore (default: datastore1)")
+    def vm_add(name, vm_uuid, datastore):
+        added = _local_inventory().add_vm(name, vm_uuid, datastore)
+        emit_message(f"VM '{added.name}' added with uuid {added.uuid}")
+
+    @command(vm, "rm", "Forget a VM (local backend)")
+    @click.option("--name", required=True, help="The name of the VM")
+    def vm_rm(name):
+        _local_inventory().remove_vm(name)
+        emit_message(f"VM '{name}' removed")
+
+    @command(vm, "ls", "List VMs")
+    @output_format_option
+    def vm_ls(output_format):
+        emit_records(VM_COLUMNS, [{"name": v.name, "uuid": v.uuid, "datastore": v.datastore}
+                                  for v in backend().vms()])

@@ -1,0 +1,76 @@
+"""What every command group shares: the group class (help and exit code 3
+when no sub-command is given), the ``--output-format`` option, and the
+decorator that gives a command one DB transaction."""
+
+import functools
+
+import click
+
+from .render import FORMATS
+
+EXIT_FAILURE = 2
+EXIT_NO_COMMAND = 3
+
+
+class CommandGroup(click.Group):
+    """Lists commands in the order they were added; without a sub-command,
+    prints its own help and exits 3."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("invoke_without_command", True)
+        super().__init__(*args, **kwargs)
+
+    def list_commands(self, ctx):
+        return list(self.commands)
+
+    def invoke(self, ctx):
+        result = super().invoke(ctx)
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help())
+            ctx.exit(EXIT_NO_COMMAND)
+        return result
+
+
+def group(name, help_text, parent):
+    """A sub-group of ``parent`` whose listing shows the whole help sentence."""
+    sub = CommandGroup(name, help=help_text, short_help=help_text)
+    parent.add_command(sub)
+    return sub
+
+
+def command(parent, name, help_text, **kwargs):
+    return parent.command(name, help=help_text, short_help=help_text, **kwargs)
+
+
+output_format_option = click.option(
+    "--output-format", type=click.Choice(FORMATS, case_sensitive=False), default=None,
+    help="Output format: table (default), json, csv or xml (esxcli).")
+
+
+def with_db(function):
+    """Run the command in one transaction of the config DB: the session is the
+    first argument; it commits when the command returns and rolls back when it
+    raises."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from sqlalchemy.orm import Session
+
+        from .. import config
+
+        engine = config.connect(config.detect())
+        try:
+            with Session(engine) as session:
+                result = function(session, *args, **kwargs)
+                session.commit()
+                return result
+        finally:
+            engine.dispose()
+
+    return wrapper
+
+
+def backend():
+    from ..backends import get_backend
+
+    return get_backend()

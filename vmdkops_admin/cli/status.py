@@ -1,0 +1,15 @@
+"""``vmdkops_admin status``: the service and the config DB at a glance."""
+
+import click
+
+from .options import command
+from .render import emit_message
+
+
+def register(cli):
+    @command(cli, "status", "Show the status of the vmdk_ops service")
+    @click.option("--fast", is_flag=True, help="Skip some of the data collection (port, version)")
+    def status(fast):
+        from .. import config, service
+
+        emit_message(service.status_lines(fast) + config.status_lines())

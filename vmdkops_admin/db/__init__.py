@@ -1,0 +1,94 @@
+"""Opening the auth DB: engines for SQLite files and database URLs, foreign
+keys on every SQLite connection, and the schema check that refuses a DB whose
+revision is not this code's. The check reads ``alembic_version`` directly, so
+commands that only use the DB never import Alembic."""
+
+from ..errors import DbAccessError, SchemaMismatch
+
+# The linear history of ``migrations/versions``; a test keeps it equal to
+# Alembic's own view of the scripts.
+REVISIONS = ("0001", "0002")
+HEAD_REVISION = REVISIONS[-1]
+
+UPGRADE_HINT = "Run 'vmdkops_admin config upgrade' to upgrade it"
+
+
+def sqlite_url(path):
+    return f"sqlite:///{path}"
+
+
+def display_url(url):
+    """A database URL with its password hidden, for messages and status."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid database URL>"
+
+
+def create_engine(url):
+    import sqlalchemy
+
+    # A plain postgresql:// URL would pick psycopg2; the driver installed with
+    # this package is psycopg 3.
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            url = "postgresql+psycopg://" + url[len(plain):]
+    if url.startswith("sqlite:"):
+        engine = sqlalchemy.create_engine(url, connect_args={"timeout": 30})
+        sqlalchemy.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return sqlalchemy.create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_connection, _record):
+    # SQLite ignores foreign keys unless asked on each connection (the original
+    # misspelled the pragma, so its FKs were never enforced).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def read_revision(connection, location):
+    """The schema revision stored in the DB; ``DbAccessError`` when the DB
+    cannot be read or is not an auth DB."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise DbAccessError(f"DB access error at {location}: {reason}".strip()) from None
+
+
+def check_revision(revision, location):
+    if revision == HEAD_REVISION:
+        return
+    if revision in REVISIONS:
+        raise SchemaMismatch(
+            f"Config DB at {location} has schema revision {revision}, this vmdkops_admin "
+            f"needs revision {HEAD_REVISION}. {UPGRADE_HINT}.")
+    if revision is None:
+        raise DbAccessError(f"DB access error at {location}: no schema revision recorded")
+    raise SchemaMismatch(
+        f"Config DB at {location} has schema revision {revision}, which is newer than "
+        f"this vmdkops_admin knows (revision {HEAD_REVISION}). Upgrade vmdkops_admin on this host.")
+
+
+def connect(url, location):
+    """An engine for ``url`` whose schema has been checked; ``location`` names
+    the DB in messages."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            check_revision(read_revision(connection, location), location)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DbAccessError(f"DB connection error at {location}: {getattr(exc, 'orig', exc)}") from None
+    except Exception:
+        engine.dispose()
+        raise
+    return engine

@@ -1,0 +1,88 @@
+"""The auth DB's tables. Limits in MB are NULL for "unlimited"; every table has
+an integer surrogate key so listings keep insertion order on SQLite and
+PostgreSQL alike. Changes to these classes need a migration in ``migrations/``
+and a new ``HEAD_REVISION`` in ``vmdkops_admin.db``."""
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class VmGroup(Base):
+    __tablename__ = "vmgroups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    default_datastore_url: Mapped[str] = mapped_column(Text)
+
+    vms: Mapped[list["Vm"]] = relationship(
+        back_populates="vmgroup", order_by="Vm.id", cascade="all, delete-orphan")
+    privileges: Mapped[list["Privilege"]] = relationship(
+        back_populates="vmgroup", order_by="Privilege.id", cascade="all, delete-orphan")
+
+
+class Vm(Base):
+    """A VM's membership of a vmgroup, with the VM's last known name."""
+    __tablename__ = "vms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    vmgroup_id: Mapped[int] = mapped_column(ForeignKey("vmgroups.id"), index=True)
+
+    vmgroup: Mapped[VmGroup] = relationship(back_populates="vms")
+
+
+class Privilege(Base):
+    """What a vmgroup may do on one datastore (or on ``_VM_DS://`` / ``_ALL_DS://``)."""
+    __tablename__ = "privileges"
+    __table_args__ = (UniqueConstraint("vmgroup_id", "datastore_url"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vmgroup_id: Mapped[int] = mapped_column(ForeignKey("vmgroups.id"))
+    datastore_url: Mapped[str] = mapped_column(Text)
+    allow_create: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_volume_size: Mapped[Optional[int]] = mapped_column(Integer)
+    usage_quota: Mapped[Optional[int]] = mapped_column(Integer)
+
+    vmgroup: Mapped[VmGroup] = relationship(back_populates="privileges")
+
+
+class Volume(Base):
+    """The index of volumes: what ``volume ls`` lists and quotas sum up. The
+    side-car next to each disk stays the truth; ``volume reconcile`` repairs
+    this index from it."""
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("datastore_url", "vmgroup_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vmgroup_id: Mapped[int] = mapped_column(ForeignKey("vmgroups.id"), index=True)
+    datastore_url: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(100))
+    size_mb: Mapped[int] = mapped_column(Integer)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    # creating | ready | removing: a row that is not "ready" marks an operation
+    # that reconcile must finish or undo.
+    state: Mapped[str] = mapped_column(String(16), default="creating")
+    attached_vm_uuid: Mapped[Optional[str]] = mapped_column(String(36), index=True)
+    policy_id: Mapped[Optional[int]] = mapped_column(ForeignKey("policies.id"))
+    created: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    created_by: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Policy(Base):
+    """A storage policy that volumes may be created with."""
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    content: Mapped[str] = mapped_column(Text)

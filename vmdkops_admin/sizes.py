@@ -1,0 +1,41 @@
+"""Sizes as users type them and as listings print them. Sizes are stored as
+whole MB; ``None`` means unlimited and prints as ``Unset``."""
+
+import re
+
+from .errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument
+
+UNITS_MB = {"MB": 1, "GB": 1024, "TB": 1024 * 1024}
+_SIZE = re.compile(r"^(\d+)(MB|GB|TB)$", re.IGNORECASE)
+# Values that clear a limit back to unlimited.
+UNLIMITED_WORDS = ("unset", "0")
+
+
+def parse_quota_mb(text):
+    """Parse a quota size such as ``500MB``, ``2gb`` or ``1TB`` into MB.
+
+    ``unset``, ``0`` and any zero size mean "no limit" and give ``None``. Anything
+    else (``1.5GB``, ``100``, ``500M``, ``-5GB``) is refused instead of being
+    silently ignored as the original did.
+    """
+    value = text.strip()
+    if value.lower() in UNLIMITED_WORDS:
+        return None
+    match = _SIZE.match(value)
+    if not match:
+        raise InvalidArgument(
+            f"{OPT_VOLUME_SIZE_INVALID} '{text}' is not a whole number followed by MB, GB or TB "
+            "(for example 500MB or 2GB); use 'unset' for no limit.")
+    mb = int(match.group(1)) * UNITS_MB[match.group(2).upper()]
+    return mb or None
+
+
+def format_quota_mb(mb):
+    """``Unset`` for no limit, else binary units with two decimals (``1.00GB``)."""
+    if mb is None:
+        return "Unset"
+    size = mb * 1024 * 1024
+    for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.2f}{unit}"
+    return f"{size}B"
