@@ -56,6 +56,24 @@ def read_url_file(path):
         return f.read().strip()
 
 
+def _is_auth_db(path):
+    """A cheap look at a linked file: is it a SQLite DB with a schema revision?"""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not os.path.isfile(path):
+        return False
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+    return True
+
+
 def detect():
     """The current mode, found without creating anything (a missing SQLite
     path must never be opened: that would create an empty file)."""
@@ -66,7 +84,7 @@ def detect():
     local = paths.config_db
     if os.path.islink(local):
         target = os.path.realpath(local)
-        if not os.path.isfile(target):
+        if not _is_auth_db(target):
             return ConfigState(Mode.BROKEN_LINK, local)
         return ConfigState(Mode.MULTI_NODE, local, os.readlink(local), db.sqlite_url(target))
     if os.path.isfile(local):
@@ -179,7 +197,8 @@ def _init_url(paths, url):
     try:
         engine = db.create_engine(url)
     except Exception as exc:
-        raise InvalidArgument(f"Invalid database URL {shown}: {exc}") from None
+        raise InvalidArgument(f"Invalid database URL ({exc}); expected a URL such as "
+                              "postgresql://user:password@host:5432/database") from None
     try:
         with engine.connect() as connection:
             existing = inspect(connection).has_table("alembic_version")

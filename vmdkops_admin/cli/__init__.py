@@ -53,7 +53,8 @@ def _internal_error(exc):
 
 
 @click.group(cls=RootGroup, help="vSphere Docker Volume Service admin CLI\n\n"
-             "Manage VMDK-based Volumes for Docker.")
+             "Manage VMDK-based Volumes for Docker.",
+             context_settings={"help_option_names": ["-h", "--help"]})
 @output_format_option
 @click.version_option(package_name="vmdkops", prog_name="vmdkops_admin",
                       message="%(prog)s %(version)s")

@@ -18,6 +18,7 @@ class CommandGroup(click.Group):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("invoke_without_command", True)
+        kwargs.setdefault("subcommand_metavar", "COMMAND [ARGS]...")
         super().__init__(*args, **kwargs)
 
     def list_commands(self, ctx):

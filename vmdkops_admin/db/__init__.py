@@ -38,7 +38,9 @@ def create_engine(url):
         engine = sqlalchemy.create_engine(url, connect_args={"timeout": 30})
         sqlalchemy.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return sqlalchemy.create_engine(url, pool_pre_ping=True)
+    if url.startswith("postgresql+psycopg://"):
+        return sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10})
+    return sqlalchemy.create_engine(url)
 
 
 def _sqlite_on_connect(dbapi_connection, _record):
