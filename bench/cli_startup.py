@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Start-up cost of vmdkops_admin against its floors, measured in one run.
+
+    vmdkops_admin --help              vs  python3 -c 'import click'
+    vmdkops_admin vmgroup ls          vs  python3 -c 'import sqlalchemy.orm'
+      (SQLite, 100 vmgroups and 1,000 VMs)
+
+Each command runs --runs times (default 15) after one warm-up; the medians and
+their ratios are printed. Targets: both ratios <= 1.5. Exit code 1 when a
+target is missed (with --check).
+
+    .venv/bin/python bench/cli_startup.py [--runs N] [--check]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+VMGROUPS, VMS = 100, 1000
+
+
+def populate(home):
+    """A SQLite config DB with VMGROUPS vmgroups of VMS / VMGROUPS VMs each."""
+    os.environ["VMDKOPS_HOME"] = home
+    from sqlalchemy.orm import Session
+
+    from vmdkops_admin import config, db
+    from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.vmgroup import create
+
+    backend = get_backend()
+    for i in range(VMS):
+        backend.add_vm(f"vm-{i:04d}")
+    config.init(backend, local=True)
+    engine = db.connect(db.sqlite_url(os.path.join(home, "auth-db")), "bench")
+    per_group = VMS // VMGROUPS
+    with Session(engine) as session:
+        for g in range(VMGROUPS):
+            names = ",".join(f"vm-{i:04d}" for i in range(g * per_group, (g + 1) * per_group))
+            create(session, backend, f"group-{g:03d}", "_VM_DS", f"vmgroup number {g}", names)
+        session.commit()
+    engine.dispose()
+
+
+def median_seconds(argv, runs, env):
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+
+    admin = os.path.join(os.path.dirname(sys.executable), "vmdkops_admin")
+    with tempfile.TemporaryDirectory() as home:
+        populate(home)
+        env = dict(os.environ, VMDKOPS_HOME=home)
+        pairs = [
+            ("vmdkops_admin --help", [admin, "--help"],
+             "import click", [sys.executable, "-c", "import click"]),
+            (f"vmdkops_admin vmgroup ls ({VMGROUPS} vmgroups, {VMS} VMs)", [admin, "vmgroup", "ls"],
+             "import sqlalchemy.orm", [sys.executable, "-c", "import sqlalchemy.orm"]),
+        ]
+        missed = False
+        print(f"median of {args.runs} runs each")
+        for name, argv, floor_name, floor_argv in pairs:
+            floor = median_seconds(floor_argv, args.runs, env)
+            measured = median_seconds(argv, args.runs, env)
+            ratio = measured / floor
+            missed |= ratio > 1.5
+            print(f"{name:<48} {measured * 1000:7.1f} ms   floor ({floor_name}) "
+                  f"{floor * 1000:6.1f} ms   ratio {ratio:.2f} (target <= 1.5)")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
