@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup-env.sh
 
-apt_install postgresql
+apt_install postgresql qemu-utils
 python_venv ".[test]"
 
 exec "$VENV/bin/python" -m pytest "$@"

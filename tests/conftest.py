@@ -177,3 +177,18 @@ def configured(request, db_kind, admin, inventory):
     else:
         admin.ok("config", "init", "--db-url", request.getfixturevalue("pg_url"))
     return db_kind
+
+
+# -- the executor -------------------------------------------------------------------
+
+@pytest.fixture
+def executor(home, inventory):
+    """A running vmdk-opsd for this test's state root (stopped, and its loop
+    devices released, afterwards)."""
+    from executor import Executor, release_loops, require_root_and_loops
+
+    require_root_and_loops()
+    running = Executor(home).start()
+    yield running
+    running.stop()
+    release_loops(home)

@@ -9,14 +9,35 @@ import json
 import os
 import re
 import socket
+import subprocess
 import uuid as uuidlib
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from .. import sidecar
+from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from ..paths import DOCKVOLS
-from . import Backend, Datastore, VirtualMachine
+from . import Backend, Datastore, VirtualMachine, pvscsi, vmdkfile
 
 DEFAULT_DATASTORE = "datastore1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@contextlib.contextmanager
+def locked_json(path, initial):
+    """Read-modify-write of a JSON file under an exclusive lock; the new
+    content replaces the file atomically when the block ends without error."""
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            data = initial()
+        yield data
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
 
 
 def datastore_url_for(path):
@@ -91,22 +112,10 @@ class LocalBackend(Backend):
 
     @contextlib.contextmanager
     def _edit(self):
-        """Read-modify-write of the inventory under a lock, replaced atomically."""
         os.makedirs(self.layout.root, exist_ok=True)
-        with open(self.layout.inventory + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with open(self.layout.inventory) as f:
-                    inventory = json.load(f)
-            except FileNotFoundError:
-                inventory = self._first_inventory()
+        with locked_json(self.layout.inventory, self._first_inventory) as inventory:
             yield inventory
-            tmp = f"{self.layout.inventory}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(inventory, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, self.layout.inventory)
-            self._inventory = inventory
+        self._inventory = inventory
 
     # -- the contract ---------------------------------------------------------
 
@@ -187,3 +196,168 @@ class LocalBackend(Backend):
             if len(vms) == len(inventory["vms"]):
                 raise NotFound(f"Cannot find vm {name}")
             inventory["vms"] = vms
+
+    # -- volumes on a datastore -------------------------------------------------
+
+    def vmgroup_dir(self, datastore, vmgroup_uuid, vmgroup_name, create=False):
+        """``dockvols/<vmgroup-uuid>`` on a datastore, with its ``dockvols/<name>``
+        link made alongside when ``create`` is set."""
+        dockvols = os.path.join(datastore.path, DOCKVOLS)
+        folder = os.path.join(dockvols, vmgroup_uuid)
+        if create and not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+        if create and vmgroup_name and not os.path.lexists(os.path.join(dockvols, vmgroup_name)):
+            with contextlib.suppress(FileExistsError):
+                os.symlink(vmgroup_uuid, os.path.join(dockvols, vmgroup_name))
+        return folder
+
+    def descriptor(self, datastore, vmgroup_uuid, volume):
+        return os.path.join(datastore.path, DOCKVOLS, vmgroup_uuid, volume + ".vmdk")
+
+    def disk_exists(self, descriptor):
+        return os.path.isfile(descriptor)
+
+    def create_disk(self, descriptor, size_mb, diskformat):
+        vmdkfile.create(descriptor, size_mb, diskformat)
+
+    def clone_disk(self, source, target, diskformat):
+        vmdkfile.clone(source, target, diskformat)
+
+    def delete_disk(self, descriptor):
+        sidecar.remove(descriptor)
+        vmdkfile.delete(descriptor)
+
+    def disk_info(self, descriptor):
+        """(capacity bytes, allocated bytes)."""
+        return vmdkfile.info(descriptor)
+
+    def read_metadata(self, descriptor):
+        return sidecar.load(descriptor)
+
+    def write_metadata(self, descriptor, meta, guard=None):
+        return sidecar.save(descriptor, meta, guard)
+
+    def volume_files(self, datastore):
+        """(vmgroup uuid or None for the dockvols root, volume name, descriptor)
+        of every volume descriptor on a datastore."""
+        dockvols = os.path.join(datastore.path, DOCKVOLS)
+        try:
+            entries = sorted(os.scandir(dockvols), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        folders = [(None, dockvols)] + [(e.name, e.path) for e in entries
+                                        if e.is_dir(follow_symlinks=False)]
+        for vmgroup_uuid, folder in folders:
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                name = entry.name
+                if (name.endswith(".vmdk") and not name.endswith("-flat.vmdk")
+                        and entry.is_file(follow_symlinks=False)):
+                    yield vmgroup_uuid, name[:-len(".vmdk")], entry.path
+
+    # -- attach and detach: a PVSCSI slot on the VM and a loop device ---------------
+
+    def _attachments(self):
+        os.makedirs(self.layout.root, exist_ok=True)
+        return locked_json(os.path.join(self.layout.root, "attachments.json"), dict)
+
+    def attached_to(self, descriptor):
+        """(vm uuid, device info) of the VM the disk is attached to, or None."""
+        path = os.path.realpath(descriptor)
+        try:
+            with open(os.path.join(self.layout.root, "attachments.json")) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return None
+        for vm_uuid, disks in state.items():
+            for disk in disks:
+                if disk["path"] == path:
+                    return vm_uuid, _device_info(disk)
+        return None
+
+    def attached_disks(self, vm):
+        """Descriptors of the disks attached to ``vm``."""
+        try:
+            with open(os.path.join(self.layout.root, "attachments.json")) as f:
+                return [disk["path"] for disk in json.load(f).get(vm.uuid, [])]
+        except FileNotFoundError:
+            return []
+
+    def volume_of(self, descriptor):
+        """(datastore, volume name) of a descriptor in a datastore's dockvols."""
+        folder, file_name = os.path.split(os.path.realpath(descriptor))
+        dockvols = os.path.dirname(folder)
+        for ds in self.datastores():
+            if os.path.realpath(os.path.join(ds.path, DOCKVOLS)) == dockvols:
+                return ds, file_name[:-len(".vmdk")]
+        return None, None
+
+    def attach(self, vm, descriptor, read_only=False):
+        """Attach to ``vm``: the same VM again gets its existing slot; a disk
+        on another VM is refused before anything changes."""
+        path = os.path.realpath(descriptor)
+        _, extent = vmdkfile.read_extent(path)
+        with self._attachments() as state:
+            for vm_uuid, disks in state.items():
+                for disk in disks:
+                    if disk["path"] == path:
+                        if vm_uuid == vm.uuid:
+                            return _device_info(disk)
+                        holder = next((v.name for v in self.vms() if v.uuid == vm_uuid), vm_uuid)
+                        raise VmdkopsError(f"Disk {descriptor} is attached to VM {holder}")
+            disks = state.setdefault(vm.uuid, [])
+            used = {}
+            for disk in disks:
+                used.setdefault(disk["bus"], set()).add(disk["unit"])
+            used.setdefault(0, set())
+            bus, unit, _ = pvscsi.place(used)
+            device = _losetup(["--find", "--show"] + (["--read-only"] if read_only else []) + [extent])
+            disk = {"path": path, "extent": os.path.realpath(extent), "bus": bus, "unit": unit,
+                    "device": device, "read_only": read_only}
+            disks.append(disk)
+            return _device_info(disk)
+
+    def detach(self, vm, descriptor):
+        """Detach from ``vm``; a disk the VM does not have is not an error."""
+        path = os.path.realpath(descriptor)
+        with self._attachments() as state:
+            disks = state.get(vm.uuid, [])
+            for disk in list(disks):
+                if disk["path"] == path:
+                    _release_loop(disk)
+                    disks.remove(disk)
+            if not disks:
+                state.pop(vm.uuid, None)
+
+
+def _device_info(disk):
+    """The original's attach reply, plus the device path a local guest uses."""
+    slot = 160 + 32 * disk["bus"]
+    return {"Unit": str(disk["unit"]), "ControllerPciSlotNumber": str(slot),
+            "ControllerPciBusNumber": "0.0", "Device": disk["device"]}
+
+
+def _losetup(args):
+    result = subprocess.run(["losetup"] + args, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise VmdkopsError(f"Failed to attach disk: {result.stderr.strip() or 'losetup failed'}")
+    return result.stdout.strip()
+
+
+def loop_backing_file(device):
+    """The file behind a loop device, or None when it is not attached."""
+    name = os.path.basename(device)
+    try:
+        with open(f"/sys/block/{name}/loop/backing_file") as f:
+            return f.read().strip().removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def _release_loop(disk):
+    # Only the device we attached, and only while it still backs our extent:
+    # other processes on the machine use loop devices too.
+    if loop_backing_file(disk["device"]) == disk["extent"]:
+        result = subprocess.run(["losetup", "--detach", disk["device"]], capture_output=True,
+                                text=True, timeout=60)
+        if result.returncode != 0 and loop_backing_file(disk["device"]) == disk["extent"]:
+            raise VmdkopsError(f"Failed to detach {disk['path']}: {result.stderr.strip()}")

@@ -72,6 +72,23 @@ def register(cli):
         _local_inventory().remove_vm(name)
         emit_message(f"VM '{name}' removed")
 
+    @command(vm, "token", "Issue the credential a VM presents to vmdk-opsd over TCP or a unix socket")
+    @click.option("--name", required=True, help="The name (or uuid) of the VM")
+    @click.option("--rotate", is_flag=True,
+                  help="Replace the VM's credential (the old one stops working at once)")
+    def vm_token(name, rotate):
+        from .. import credentials
+        from ..errors import AlreadyExists, NotFound
+
+        found = backend().find_vm(name)
+        if found is None:
+            raise NotFound(f"Cannot find vm {name}")
+        token = credentials.issue(found.uuid, rotate)
+        if token is None:
+            raise AlreadyExists(f"VM {found.name} already has a credential; use --rotate to "
+                                "replace it (the old one stops working)")
+        emit_message(token)
+
     @command(vm, "ls", "List VMs")
     @output_format_option
     def vm_ls(output_format):

@@ -37,6 +37,7 @@ def create_engine(url):
     if url.startswith("sqlite:"):
         engine = sqlalchemy.create_engine(url, connect_args={"timeout": 30})
         sqlalchemy.event.listen(engine, "connect", _sqlite_on_connect)
+        sqlalchemy.event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if url.startswith("postgresql+psycopg://"):
         return sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10})
@@ -49,6 +50,30 @@ def _sqlite_on_connect(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Transactions are begun explicitly (below).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_on_begin(connection):
+    # IMMEDIATE takes the write lock at the start: a transaction that reads
+    # and then writes cannot deadlock with another one (SQLite would fail one
+    # of them at once instead of waiting). Readers that must not delay
+    # writers ask for DEFERRED.
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def write_lock(session, key):
+    """Serialize the transactions of ``session`` that take the same ``key``
+    (a quota reservation): an advisory lock on PostgreSQL; on SQLite every
+    writing transaction already holds the database's write lock."""
+    import zlib
+
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": zlib.crc32(key.encode())})
 
 
 def read_revision(connection, location):

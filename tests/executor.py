@@ -1,0 +1,101 @@
+"""A real ``vmdk-opsd`` on a real unix socket for the tests, and a guest-side
+client that speaks its wire protocol with a VM's credential."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from plugin import protocol
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Executor:
+    def __init__(self, home):
+        self.home = str(home)
+        self.socket = os.path.join(self.home, "run", "vmdk-opsd.sock")
+        self.process = None
+        self.tokens = {}
+        self._tokens_lock = threading.Lock()
+
+    def start(self, *args):
+        env = dict(os.environ, VMDKOPS_HOME=self.home)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vmdkops_admin.executor.main", *args], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(self.home, "run", "vmdk-opsd.pid")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                out, err = self.process.communicate(timeout=5)
+                raise RuntimeError(f"vmdk-opsd did not start: {err.decode()}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def token(self, vm_name):
+        with self._tokens_lock:
+            return self._token(vm_name)
+
+    def _token(self, vm_name):
+        if vm_name not in self.tokens:
+            from vmdkops_admin import credentials
+            from vmdkops_admin.backends import get_backend
+
+            self.tokens[vm_name] = credentials.issue(get_backend().find_vm(vm_name).uuid, rotate=True)
+        return self.tokens[vm_name]
+
+    def call(self, vm_name, cmd, name="", opts=None, credential=None):
+        message = protocol.request(cmd, name, opts,
+                                   credential if credential is not None else self.token(vm_name))
+        return protocol.call(protocol.unix_connector(self.socket), message)
+
+    def ok(self, vm_name, cmd, name="", opts=None):
+        reply = self.call(vm_name, cmd, name, opts)
+        assert not (isinstance(reply, dict) and "Error" in reply), reply
+        return reply
+
+    def err(self, vm_name, cmd, name="", opts=None):
+        reply = self.call(vm_name, cmd, name, opts)
+        assert isinstance(reply, dict) and set(reply) == {"Error"}, reply
+        return reply["Error"]
+
+
+def release_loops(home):
+    """Detach the loop devices a test's executor attached, whatever happened."""
+    from vmdkops_admin.backends.local import loop_backing_file
+
+    try:
+        with open(os.path.join(str(home), "attachments.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return
+    for disks in state.values():
+        for disk in disks:
+            if loop_backing_file(disk["device"]) == disk["extent"]:
+                subprocess.run(["losetup", "--detach", disk["device"]], capture_output=True)
+
+
+def require_root_and_loops():
+    import pytest
+
+    from conftest import missing
+
+    if os.geteuid() != 0:
+        missing("root (loop devices need it)")
+    if subprocess.run(["losetup", "--version"], capture_output=True).returncode != 0:
+        missing("losetup (util-linux)")
+    if not os.path.exists("/dev/loop-control"):
+        missing("loop device support (/dev/loop-control)")
+    return pytest

@@ -1,0 +1,67 @@
+"""Volume names: ``volume[@datastore]``, split at the last ``@`` (spec
+esx-service §4). A name is validated before any path is built from it."""
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import InvalidArgument
+
+_SNAPSHOT_SUFFIX = re.compile(r"^.*-[0-9]{6}$")
+# Files next to a descriptor: a volume with such a name would collide with them.
+_RESERVED_SUFFIX = re.compile(r"-(flat|delta|ctk|digest)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME = 100
+
+
+@dataclass(frozen=True)
+class VolumeName:
+    volume: str
+    datastore: Optional[str]
+
+    def full(self, datastore=None):
+        return f"{self.volume}@{datastore or self.datastore}"
+
+
+def parse(full_name):
+    """Split and validate a volume name; ``InvalidArgument`` with the original's texts."""
+    volume, at, datastore = full_name.rpartition("@")
+    if not at:
+        volume, datastore = full_name, ""
+    if not volume:
+        raise InvalidArgument("Volume name is empty")
+    validate_volume(volume)
+    if len(datastore) > MAX_NAME:
+        raise InvalidArgument(f"Datastore name is too long (max len is {MAX_NAME})")
+    if _CONTROL.search(datastore):
+        raise InvalidArgument("Datastore name contains control characters")
+    return VolumeName(volume, datastore or None)
+
+
+def validate_volume(volume):
+    if _SNAPSHOT_SUFFIX.match(volume):
+        raise InvalidArgument(
+            "Volume names ending with '-NNNNNN' (where N is a digit) are not supported")
+    if len(volume) > MAX_NAME:
+        raise InvalidArgument(f"Volume name is too long (max len is {MAX_NAME})")
+    for char in ("/", "\\"):
+        if char in volume:
+            raise InvalidArgument(f"Volume name contains illegal characters: {char}")
+    if _CONTROL.search(volume):
+        raise InvalidArgument("Volume name contains illegal characters: control characters")
+    if volume in (".", ".."):
+        raise InvalidArgument(f"Volume name contains illegal characters: {volume}")
+    if _RESERVED_SUFFIX.search(volume):
+        raise InvalidArgument(
+            "Volume names ending with '-flat', '-delta', '-ctk' or '-digest' are not supported")
+
+
+def match_datastore(name, known_names):
+    """The known datastore name that ``name`` matches ignoring case, None if none."""
+    matches = [known for known in known_names if known.lower() == name.lower()]
+    if name in matches:
+        return name
+    if len(matches) > 1:
+        raise InvalidArgument(
+            f"Found multiple datastores with same name (ignoring case difference): {matches}")
+    return matches[0] if matches else None

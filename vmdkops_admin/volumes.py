@@ -1,0 +1,360 @@
+"""Volume operations for one VM: create (and clone), remove, attach, detach,
+get and list (spec esx-service §6-§8).
+
+The order of work keeps the index, the side-cars and the disks in step: a
+create commits its quota reservation and its index row ("creating") before
+the disk is made and marks the row "ready" after; a remove marks the row
+"removing" before the disk goes and deletes the row after. A crash between
+leaves a row that ``volume reconcile`` finishes or undoes."""
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlalchemy import delete, select, update
+
+from . import authorize
+from .backends import Datastore, VirtualMachine
+from .db.models import Volume
+from .errors import InvalidArgument, NotFound, VmdkopsError
+from .names import VolumeName, parse
+
+DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
+            ("attach-as", "independent_persistent"), ("access", "read-write"),
+            ("fstype", "ext4"), ("clone-from", "None"))
+VALID_KEYS = tuple(key for key, _ in DEFAULTS)
+DISK_FORMATS = ["zeroedthick", "thin", "eagerzeroedthick"]
+ATTACH_AS = ["independent_persistent", "persistent"]
+ACCESS = ["read-write", "read-only"]
+_SIZE = re.compile(r"^(\d+)(mb|gb|tb)$")
+_UNIT_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
+# What makes two creates of one volume "the same": these options, defaults filled in.
+COMPARED = ("size", "diskformat", "attach-as", "access", "fstype", "vsan-policy-name", "clone-from")
+
+
+def size_mb(text):
+    match = _SIZE.match(text.lower())
+    return int(match.group(1)) * _UNIT_MB[match.group(2)]
+
+
+def validate_opts(opts, vsan_datastore=False):
+    """Options of a create as strings, checked in the original's order with
+    its messages."""
+    opts = {str(k): str(v) for k, v in (opts or {}).items()}
+    bad = [key for key in opts if key not in VALID_KEYS]
+    if bad:
+        raise InvalidArgument(f"Invalid options: {bad} \nValid options and defaults: {list(DEFAULTS)}")
+    clone = "clone-from" in opts
+    if "size" in opts:
+        if clone:
+            raise InvalidArgument("Cannot define the size for a clone")
+        if not _SIZE.match(opts["size"].lower()):
+            raise InvalidArgument("Invalid format for size. \nValid sizes must be of form X[mMgGtT]b "
+                                  "where X is an integer. Default = 100mb")
+    if "vsan-policy-name" in opts and not vsan_datastore:
+        raise InvalidArgument("Cannot use a VSAN policy on a non-VSAN datastore")
+    if opts.get("diskformat", "thin") not in DISK_FORMATS:
+        raise InvalidArgument(f"Disk Allocation Format '{opts['diskformat']}' is not supported. "
+                              f"Valid options are: {DISK_FORMATS}.")
+    if opts.get("attach-as", ATTACH_AS[0]) not in ATTACH_AS:
+        raise InvalidArgument(f"Attach type '{opts['attach-as']}' is not supported. "
+                              f"Valid options are: {ATTACH_AS}")
+    if opts.get("access", ACCESS[0]) not in ACCESS:
+        raise InvalidArgument(f"Access type '{opts['access']}' is not supported. "
+                              f"Valid options are: {ACCESS}")
+    if clone and "fstype" in opts:
+        raise InvalidArgument("Cannot define the filesystem type for a clone")
+    opts.setdefault("diskformat", "thin")
+    return opts
+
+
+def _comparable(opts):
+    filled = dict(DEFAULTS)
+    filled.update(opts)
+    filled["size"] = str(size_mb(filled["size"])) if _SIZE.match(filled["size"].lower()) else filled["size"]
+    return {key: filled[key] for key in COMPARED}
+
+
+def human_size(size):
+    """DiskLib's truncated sizes: bytes, KB, MB, then GB (never TB)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+def created_now():
+    return time.asctime(time.gmtime())
+
+
+@dataclass
+class Request:
+    """One operation of one VM on one volume, after its name has been
+    resolved and its vmgroup looked up."""
+    backend: object
+    session: Optional[object]        # None without a config DB
+    vm: VirtualMachine
+    tenant: authorize.Tenant
+    datastore: Datastore
+    name: VolumeName
+    short_name: bool
+
+    @property
+    def volume(self):
+        return self.name.volume
+
+    @property
+    def full_name(self):
+        return f"{self.volume}@{self.datastore.name}"
+
+    @property
+    def descriptor(self):
+        return self.backend.descriptor(self.datastore, self.tenant.uuid, self.volume)
+
+    def rule(self, datastore=None):
+        vm_ds = self.backend.datastore_by_name(self.vm.datastore)
+        target = datastore or self.datastore
+        return authorize.rule_for(self.tenant, target.url, vm_ds.url if vm_ds else None,
+                                  self.short_name and datastore is None)
+
+    # -- the index ------------------------------------------------------------------
+
+    def _index_row(self):
+        return self.session.scalars(select(Volume).where(
+            Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+            Volume.name == self.volume)).first()
+
+    def _reserve(self, mb, options):
+        """Check the quota and insert the "creating" row in one transaction."""
+        from .db import write_lock
+
+        session = self.session
+        try:
+            write_lock(session, f"{self.tenant.id}|{self.datastore.url}")
+            stale = self._index_row()
+            if stale is not None:
+                # Our own earlier attempt that left no disk (we hold the volume lock).
+                session.delete(stale)
+                session.flush()
+            used = authorize.used_mb(session, self.tenant, self.datastore.url)
+            authorize.check_create(self.rule(), mb, used)
+            session.add(Volume(vmgroup_id=self.tenant.id, datastore_url=self.datastore.url,
+                               name=self.volume, size_mb=mb, options=options, state="creating",
+                               created=datetime.now(timezone.utc).replace(tzinfo=None),
+                               created_by=self.vm.name))
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+    def _set_state(self, **values):
+        if self.session is None:
+            return
+        self.session.execute(update(Volume).where(
+            Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+            Volume.name == self.volume).values(**values))
+        self.session.commit()
+
+    def _drop_row(self):
+        if self.session is None:
+            return
+        self.session.execute(delete(Volume).where(
+            Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+            Volume.name == self.volume))
+        self.session.commit()
+
+    # -- create and clone ---------------------------------------------------------------
+
+    def create(self, opts):
+        opts = validate_opts(opts, self.datastore.type == "vsan")
+        if self.backend.disk_exists(self.descriptor):
+            stored = (self.backend.read_metadata(self.descriptor) or {}).get("volOpts", {})
+            if _comparable(stored) == _comparable(opts):
+                return None
+            raise VmdkopsError(f"Volume {self.full_name} already exists with different options")
+        if "clone-from" in opts:
+            return self._clone(opts)
+        mb = size_mb(opts.get("size", "100mb"))
+        if mb <= 0:
+            raise InvalidArgument("Invalid volume size specified.")
+        self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"]),
+                   {"status": "detached", "volOpts": opts, "created": created_now(),
+                    "created-by": self.vm.name})
+
+    def _make(self, mb, opts, make_disk, meta):
+        if self.session is not None:
+            self._reserve(mb, opts)
+        else:
+            authorize.check_create(self.rule(), mb, 0)
+        made = False
+        try:
+            self.backend.vmgroup_dir(self.datastore, self.tenant.uuid, self.tenant.name, create=True)
+            make_disk()
+            made = True
+            self.backend.write_metadata(self.descriptor, meta)
+        except BaseException as exc:
+            if made:
+                self.backend.delete_disk(self.descriptor)
+            self._drop_row()
+            if isinstance(exc, FileExistsError):
+                raise VmdkopsError(f"Volume {self.full_name} is being created by another request") from None
+            if isinstance(exc, OSError):
+                raise VmdkopsError(f"Failed to create volume: {exc.strerror or exc}") from None
+            raise
+        self._set_state(state="ready")
+
+    def _clone(self, opts):
+        source_name = parse(opts["clone-from"])
+        source_ds = self.datastore
+        if source_name.datastore:
+            source_ds = self.backend.datastore_by_name(source_name.datastore)
+            if source_ds is None:
+                known = ", ".join(ds.name for ds in self.backend.datastores())
+                raise NotFound(f"Invalid datastore '{source_name.datastore}'.\nKnown datastores: "
+                               f"{known}.\nDefault datastore_url: {self.datastore.url}")
+        try:
+            authorize.check(self.rule(source_ds), "attach")
+        except VmdkopsError as exc:
+            raise VmdkopsError(f"Failed to authorize VM: {exc}, datastore: {source_ds.name}") from None
+        source = self.backend.descriptor(source_ds, self.tenant.uuid, source_name.volume)
+        if not self.backend.disk_exists(source):
+            raise NotFound(f"Could not find volume for cloning {opts['clone-from']}")
+        capacity, _ = self.backend.disk_info(source)
+        mb = -(-capacity // (1024 * 1024))
+        meta = dict(self.backend.read_metadata(source) or {})
+        for key in ("attachedVMUuid", "attachedVMName", "attachedVMDevice"):
+            meta.pop(key, None)
+        vol_opts = dict(meta.get("volOpts") or {})
+        vol_opts.update({key: opts[key] for key in ("access", "attach-as") if key in opts})
+        vol_opts.update({"clone-from": source_name.volume, "diskformat": opts["diskformat"],
+                         "size": f"{mb}mb"})
+        meta.update({"status": "detached", "created": created_now(), "created-by": self.vm.name,
+                     "volOpts": vol_opts})
+        self._make(mb, vol_opts,
+                   lambda: self.backend.clone_disk(source, self.descriptor, opts["diskformat"]), meta)
+
+    def clone_source_lock(self, opts):
+        """The lock name of a clone's source, so both can be taken in order."""
+        if not opts or "clone-from" not in opts:
+            return None
+        try:
+            source = parse(str(opts["clone-from"]))
+        except InvalidArgument:
+            return None
+        return lock_name(source.datastore or self.datastore.name, self.tenant, source.volume)
+
+    # -- remove ---------------------------------------------------------------------------
+
+    def remove(self):
+        authorize.check(self.rule(), "remove")
+        if not self.backend.disk_exists(self.descriptor):
+            self._drop_row()
+            return None
+        meta = self.backend.read_metadata(self.descriptor) or {}
+        holder = self.backend.attached_to(self.descriptor)
+        if meta.get("status") == "attached" or holder:
+            name = meta.get("attachedVMName") or (self._vm_name(holder[0]) if holder else None)
+            raise VmdkopsError(f"Failed to remove volume {self.volume}, in use by VM = {name}.")
+        self._set_state(state="removing")
+        self.backend.delete_disk(self.descriptor)
+        self._drop_row()
+        return None
+
+    # -- attach and detach ------------------------------------------------------------------
+
+    def attach(self):
+        authorize.check(self.rule(), "attach")
+        if not self.backend.disk_exists(self.descriptor):
+            raise NotFound(f"Volume {self.volume} not found (file: {self.descriptor})")
+        meta = self.backend.read_metadata(self.descriptor) or {}
+        holder = self.backend.attached_to(self.descriptor)
+        if holder and holder[0] != self.vm.uuid:
+            raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to "
+                               f"VM {self._vm_name(holder[0])}")
+        vol_opts = meta.get("volOpts") or {}
+        device = self.backend.attach(self.vm, self.descriptor,
+                                     read_only=vol_opts.get("access") == "read-only")
+        meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
+                     "attachedVMName": self.vm.name, "attachedVMDevice": device})
+        self.backend.write_metadata(self.descriptor, meta)
+        self._set_state(attached_vm_uuid=self.vm.uuid)
+        return device
+
+    def detach(self):
+        authorize.check(self.rule(), "detach")
+        if not self.backend.disk_exists(self.descriptor):
+            return None
+        self.backend.detach(self.vm, self.descriptor)
+        mark_detached(self.backend, self.descriptor, self.vm)
+        if self.session is not None:
+            self.session.execute(update(Volume).where(
+                Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+                Volume.name == self.volume, Volume.attached_vm_uuid == self.vm.uuid)
+                .values(attached_vm_uuid=None))
+            self.session.commit()
+        return None
+
+    # -- get ----------------------------------------------------------------------------------
+
+    def get(self):
+        authorize.check(self.rule(), "get")
+        if not self.backend.disk_exists(self.descriptor):
+            raise NotFound(f"Volume {self.volume} not found (file: {self.descriptor})")
+        meta = self.backend.read_metadata(self.descriptor) or {}
+        capacity, allocated = self.backend.disk_info(self.descriptor)
+        reply = {"created by VM": meta.get("created-by", "N/A"), "created": meta.get("created", "N/A"),
+                 "status": meta.get("status", "detached"),
+                 "capacity": {"size": human_size(capacity), "allocated": human_size(allocated)},
+                 "datastore": self.datastore.name}
+        if meta.get("attachedVMUuid"):
+            vm = self.backend.find_vm(meta["attachedVMUuid"])
+            reply["attached to VM"] = vm.name if vm else (meta.get("attachedVMName")
+                                                          or meta["attachedVMUuid"])
+        if "attachedVMDevice" in meta:
+            reply["attachedVMDevice"] = meta["attachedVMDevice"]
+        vol_opts = meta.get("volOpts")
+        if vol_opts is not None:
+            for key in ("fstype", "vsan-policy-name"):
+                if key in vol_opts:
+                    reply[key] = vol_opts[key]
+            for key, default in (("diskformat", "thin"), ("attach-as", "independent_persistent"),
+                                 ("access", "read-write"), ("clone-from", "None")):
+                reply[key] = vol_opts.get(key, default)
+        return reply
+
+    def _vm_name(self, vm_uuid):
+        """The inventory's name of a VM, else its uuid."""
+        vm = self.backend.find_vm(vm_uuid)
+        return vm.name if vm else vm_uuid
+
+
+def mark_detached(backend, descriptor, vm):
+    """Side-car to detached, unless it names another VM (a guarded write)."""
+    meta = backend.read_metadata(descriptor)
+    if meta is None or meta.get("attachedVMUuid") not in (None, vm.uuid):
+        return
+    meta["status"] = "detached"
+    for key in ("attachedVMUuid", "attachedVMName", "attachedVMDevice"):
+        meta.pop(key, None)
+    backend.write_metadata(descriptor, meta, guard=("attachedVMUuid", vm.uuid))
+
+
+def lock_name(datastore_name, tenant, volume):
+    return f"{datastore_name}.{tenant.uuid}.{volume}"
+
+
+def list_names(backend, session, tenant):
+    """Full names of a vmgroup's volumes on every datastore."""
+    datastores = backend.datastores()
+    if session is not None:
+        rows = session.execute(select(Volume.datastore_url, Volume.name).where(
+            Volume.vmgroup_id == tenant.id, Volume.state == "ready")).all()
+        order = {ds.url: i for i, ds in enumerate(datastores)}
+        names = {ds.url: ds.name for ds in datastores}
+        rows = sorted((r for r in rows if r.datastore_url in names),
+                      key=lambda r: (order[r.datastore_url], r.name))
+        return [f"{r.name}@{names[r.datastore_url]}" for r in rows]
+    return [f"{volume}@{ds.name}" for ds in datastores
+            for vmgroup_uuid, volume, _ in backend.volume_files(ds) if vmgroup_uuid == tenant.uuid]
