@@ -189,10 +189,9 @@ def remove(session, backend, name, remove_volumes=False, force=False):
     if group.vms and not force:
         raise VmdkopsError(errors.TENANT_NOT_EMPTY.format(name))
     if volume_count:
-        # Deleting the disks is the executor backend's work.
-        raise VmdkopsError(
-            f"Vmgroup {name} owns {volume_count} volume(s); removing volumes is not "
-            "available in this version")
+        from .volume_admin import remove_vmgroup_volumes
+
+        remove_vmgroup_volumes(session, backend, group)
     group_uuid = group.uuid
     session.delete(group)
     session.flush()

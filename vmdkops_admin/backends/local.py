@@ -88,17 +88,24 @@ class LocalBackend(Backend):
     def __init__(self, layout):
         self.layout = layout
         self._inventory = None
+        self._signature = None
 
     # -- inventory file ---------------------------------------------------
 
     def _load(self):
-        if self._inventory is None:
-            try:
-                with open(self.layout.inventory) as f:
-                    self._inventory = json.load(f)
-            except FileNotFoundError:
-                with self._edit() as inventory:
-                    self._inventory = inventory
+        """The inventory, read again whenever the file has changed (a running
+        executor sees what ``vmdkops_admin host`` does)."""
+        try:
+            st = os.stat(self.layout.inventory)
+        except FileNotFoundError:
+            with self._edit():
+                pass
+            st = os.stat(self.layout.inventory)
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._inventory is None or signature != self._signature:
+            with open(self.layout.inventory) as f:
+                self._inventory = json.load(f)
+            self._signature = signature
         return self._inventory
 
     def _first_inventory(self):
@@ -115,7 +122,7 @@ class LocalBackend(Backend):
         os.makedirs(self.layout.root, exist_ok=True)
         with locked_json(self.layout.inventory, self._first_inventory) as inventory:
             yield inventory
-        self._inventory = inventory
+        self._inventory, self._signature = None, None
 
     # -- the contract ---------------------------------------------------------
 
@@ -230,6 +237,10 @@ class LocalBackend(Backend):
     def disk_info(self, descriptor):
         """(capacity bytes, allocated bytes)."""
         return vmdkfile.info(descriptor)
+
+    def allocated_bytes(self, descriptor):
+        """Space the disk takes (one stat of its extent)."""
+        return os.stat(vmdkfile.extent_path(descriptor)).st_blocks * 512
 
     def read_metadata(self, descriptor):
         return sidecar.load(descriptor)

@@ -1,0 +1,116 @@
+"""``vmdkops_admin volume``: list volumes, edit their settings, force-detach
+them and reconcile the index with the disks."""
+
+import click
+
+from .options import backend, command, group, output_format_option
+from .render import Column, emit_message, emit_records
+
+CHOICES = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
+           "attached-to", "access", "attach-as", "created-by", "created")
+SHORT = ("volume", "capacity", "disk-format", "attached-to")
+
+
+class ColumnList(click.ParamType):
+    """``-c``: a comma separated list of column names."""
+    name = "Col1,Col2,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        chosen = value.split(",")
+        bad = [c for c in chosen if c not in CHOICES]
+        if bad:
+            self.fail(f"invalid choices: {','.join(bad)} (choices must be a comma separated list of "
+                      f"only the following words \n {list(CHOICES)}. No spaces are allowed between "
+                      "choices.)", param, ctx)
+        return tuple(chosen)
+
+
+def _columns(chosen):
+    from ..volume_admin import COLUMNS, created_text, size_text
+
+    text = {"capacity_mb": size_text, "used_mb": size_text, "created": created_text}
+    return [Column(header, key, text.get(key, lambda v: "N/A" if v is None else str(v)))
+            for choice, header, key in COLUMNS if choice in chosen]
+
+
+def _list(chosen, vmgroup):
+    from sqlalchemy.orm import Session
+
+    from .. import config
+    from ..volume_admin import list_volumes
+
+    state = config.detect()
+    if state.mode is config.Mode.NOT_CONFIGURED:
+        return list_volumes(None, backend(), vmgroup, "used" in chosen)
+    engine = config.connect(state)
+    try:
+        with Session(engine) as session:
+            return list_volumes(session, backend(), vmgroup, "used" in chosen)
+    finally:
+        engine.dispose()
+
+
+def _with_optional_db(function, *args):
+    """Run ``function(session, *args)`` in one transaction, or with no session
+    when there is no config DB."""
+    from sqlalchemy.orm import Session
+
+    from .. import config
+
+    state = config.detect()
+    if state.mode is config.Mode.NOT_CONFIGURED:
+        return function(None, *args)
+    engine = config.connect(state)
+    try:
+        with Session(engine) as session:
+            result = function(session, *args)
+            session.commit()
+            return result
+    finally:
+        engine.dispose()
+
+
+def register(cli):
+    volume = group("volume", "Manipulate volumes", cli)
+
+    @command(volume, "ls", "List volumes")
+    @click.option("-c", "columns", type=ColumnList(), default=None,
+                  help=f"Display selected columns: Choices = {list(CHOICES)}")
+    @click.option("--vmgroup", metavar="VMGROUP",
+                  help="Displays volumes for a given vmgroup (a glob such as 'dev*')")
+    @output_format_option
+    def ls(columns, vmgroup, output_format):
+        chosen = columns or CHOICES
+        emit_records(_columns(chosen), _list(chosen, vmgroup))
+
+    @command(volume, "shortls", "List volumes with limited information")
+    @click.option("--vmgroup", metavar="VMGROUP", help="Displays volumes for a given vmgroup")
+    @output_format_option
+    def shortls(vmgroup, output_format):
+        emit_records(_columns(SHORT), _list(SHORT, vmgroup))
+
+    @command(volume, "set", "Edit settings for a given volume")
+    @click.option("--volume", "full_name", required=True,
+                  help='Volume to set options for, specified as "volume@datastore".')
+    @click.option("--vmgroup", required=True, help="Name of the vmgroup the volume belongs to.")
+    @click.option("--options", required=True,
+                  help="Options to be set on the volume: access=read-write|read-only, "
+                       "attach-as=independent_persistent|persistent.")
+    def set_(full_name, vmgroup, options):
+        from ..volume_admin import set_options
+
+        emit_message(_with_optional_db(set_options, backend(), full_name, vmgroup, options))
+
+    @command(volume, "detach", "Detach a volume from the VM that holds it (when that VM is gone "
+             "or lost its vmgroup)")
+    @click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
+    @click.option("--vmgroup", default="_DEFAULT", show_default=True,
+                  help="Name of the vmgroup the volume belongs to.")
+    @click.option("--force", is_flag=True, required=True,
+                  help="Required: detach without the VM's consent.")
+    def detach(full_name, vmgroup, force):
+        from ..volume_admin import force_detach
+
+        emit_message(_with_optional_db(force_detach, backend(), full_name, vmgroup))

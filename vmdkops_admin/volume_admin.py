@@ -1,0 +1,209 @@
+"""The administrator's view of volumes: the listing (from the DB index, with
+one directory scan per datastore to show disks the index does not know and
+at most one stat per volume for the space used), editing a volume's access
+and attach mode, removing a vmgroup's volumes, and force-detaching."""
+
+import fnmatch
+import os
+import time
+
+from sqlalchemy import select
+
+from . import sidecar
+from .backends import datastore_names
+from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
+from .db.models import Volume, VmGroup
+from .errors import InvalidArgument, NotFound, VmdkopsError
+from .volumes import human_size, mark_detached
+
+# -c choices -> (header, record key), in the canonical column order.
+COLUMNS = (("volume", "Volume", "volume"), ("datastore", "Datastore", "datastore"),
+           ("vmgroup", "VMGroup", "vmgroup"), ("capacity", "Capacity", "capacity_mb"),
+           ("used", "Used", "used_mb"), ("fstype", "Filesystem", "fstype"),
+           ("policy", "Policy", "policy"), ("disk-format", "Disk Format", "disk_format"),
+           ("attached-to", "Attached-to", "attached_to"), ("access", "Access", "access"),
+           ("attach-as", "Attach-as", "attach_as"), ("created-by", "Created By", "created_by"),
+           ("created", "Created Date", "created"))
+EDITABLE = {"access": ("read-write", "read-only"),
+            "attach-as": ("independent_persistent", "persistent")}
+
+
+def _record(descriptor, volume, datastore, vmgroup, options, capacity_mb, attached_to, created_by,
+            created):
+    # "_descriptor" is for the listing's own use; renderers show only column keys.
+    return {"_descriptor": descriptor, "volume": volume, "datastore": datastore, "vmgroup": vmgroup,
+            "capacity_mb": capacity_mb, "used_mb": None, "fstype": options.get("fstype"),
+            "policy": options.get("vsan-policy-name"), "disk_format": options.get("diskformat"),
+            "attached_to": attached_to, "access": options.get("access", "read-write"),
+            "attach_as": options.get("attach-as", "independent_persistent"),
+            "created_by": created_by, "created": created}
+
+
+def _iso(asctime_text):
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(asctime_text))
+    except (TypeError, ValueError):
+        return None
+
+
+def list_volumes(session, backend, vmgroup_glob=None, with_used=True):
+    """Records of every volume, sorted by (volume, datastore)."""
+    datastores = backend.datastores()
+    by_url = {ds.url: ds for ds in datastores}
+    vm_names = {vm.uuid.lower(): vm.name for vm in backend.vms()}
+    groups = {}
+    indexed = set()
+    records = []
+    if session is not None:
+        groups = {g.id: (g.uuid, g.name) for g in session.scalars(select(VmGroup))}
+        for row in session.scalars(select(Volume).where(Volume.state == "ready")):
+            group_uuid, group_name = groups[row.vmgroup_id]
+            indexed.add((row.datastore_url, group_uuid, row.name))
+            ds = by_url.get(row.datastore_url)
+            if ds is None:
+                continue
+            attached = (vm_names.get(row.attached_vm_uuid, row.attached_vm_uuid)
+                        if row.attached_vm_uuid else "detached")
+            created = row.created.strftime("%Y-%m-%dT%H:%M:%SZ") if row.created else None
+            records.append(_record(backend.descriptor(ds, group_uuid, row.name), row.name, ds.name,
+                                   group_name, row.options or {}, row.size_mb, attached,
+                                   row.created_by, created))
+    known = {uuid: name for uuid, name in groups.values()} if session is not None else \
+        {DEFAULT_VMGROUP_UUID: DEFAULT_VMGROUP}
+    # Disks the index does not know: orphans, and every disk without a config DB.
+    for ds in datastores:
+        for group_uuid, volume, descriptor in backend.volume_files(ds):
+            if (ds.url, group_uuid, volume) in indexed:
+                continue
+            meta = backend.read_metadata(descriptor) or {}
+            try:
+                capacity_mb = backend.disk_info(descriptor)[0] // (1024 * 1024)
+            except (OSError, VmdkopsError):
+                capacity_mb = None
+            attached = (vm_names.get(str(meta.get("attachedVMUuid")).lower(),
+                                     meta.get("attachedVMName") or meta.get("attachedVMUuid"))
+                        if meta.get("status") == "attached" else "detached")
+            records.append(_record(descriptor, volume, ds.name, known.get(group_uuid),
+                                   meta.get("volOpts") or {}, capacity_mb, attached,
+                                   meta.get("created-by"), _iso(meta.get("created"))))
+    if vmgroup_glob not in (None, "*"):
+        records = [r for r in records if r["vmgroup"] and fnmatch.fnmatchcase(r["vmgroup"], vmgroup_glob)]
+    records.sort(key=lambda r: (r["volume"], r["datastore"]))
+    if with_used:
+        for record in records:
+            try:
+                record["used_mb"] = backend.allocated_bytes(record["_descriptor"]) // (1024 * 1024)
+            except OSError:
+                pass
+    return records
+
+
+def size_text(mb):
+    return "N/A" if mb is None else human_size(mb * 1024 * 1024)
+
+
+def created_text(iso):
+    if not iso:
+        return "N/A"
+    return time.asctime(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _find(session, backend, full_name, vmgroup):
+    """(datastore, vmgroup uuid, descriptor, index row) of ``volume@datastore`` in a vmgroup."""
+    from .names import match_datastore, parse
+
+    parsed = parse(full_name)
+    if parsed.datastore is None:
+        raise InvalidArgument(f"{full_name} has no datastore; name it as volume@datastore")
+    known = match_datastore(parsed.datastore, [ds.name for ds in backend.datastores()])
+    if known is None:
+        raise NotFound(f"Datastore {parsed.datastore} does not exist")
+    datastore = backend.datastore_by_name(known)
+    if session is None:
+        if vmgroup != DEFAULT_VMGROUP:
+            raise NotFound(f"Vmgroup {vmgroup} does not exist")
+        group_uuid, row = DEFAULT_VMGROUP_UUID, None
+    else:
+        group = session.scalars(select(VmGroup).where(VmGroup.name == vmgroup)).first()
+        if group is None:
+            raise NotFound(f"Vmgroup {vmgroup} does not exist")
+        group_uuid = group.uuid
+        row = session.scalars(select(Volume).where(
+            Volume.vmgroup_id == group.id, Volume.datastore_url == datastore.url,
+            Volume.name == parsed.volume)).first()
+    descriptor = backend.descriptor(datastore, group_uuid, parsed.volume)
+    if not backend.disk_exists(descriptor):
+        raise NotFound(f"Volume {parsed.volume} not found.")
+    return datastore, descriptor, row
+
+
+def set_options(session, backend, full_name, vmgroup, options):
+    """``volume set``: change access and attach-as; they apply at the next attach."""
+    prefix = f"Failed to update {options} for {full_name}"
+    try:
+        pairs = {}
+        for item in "".join(options.split()).split(","):
+            key, sep, value = item.partition("=")
+            if not sep or "=" in value or not key:
+                raise InvalidArgument(f"Invalid option '{item}': use key=value[,key=value]")
+            pairs[key] = value
+        bad = [key for key in pairs if key not in EDITABLE]
+        if bad:
+            raise InvalidArgument(f"Invalid options: {bad} \nOptions that can be edited: {list(EDITABLE)}")
+        for key, value in pairs.items():
+            if value not in EDITABLE[key]:
+                raise InvalidArgument(f"Invalid option value {value}. Supported values are "
+                                      f"{list(EDITABLE[key])}")
+        datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
+    except VmdkopsError as exc:
+        raise VmdkopsError(f"{prefix} - {exc}.") from None
+    meta = backend.read_metadata(descriptor) or {}
+    meta.setdefault("volOpts", {}).update(pairs)
+    if row is not None:
+        row.options = {**(row.options or {}), **pairs}
+        session.flush()
+    backend.write_metadata(descriptor, meta)
+    return f"Successfully updated settings for {full_name}"
+
+
+def remove_vmgroup_volumes(session, backend, group):
+    """Delete every volume of a vmgroup (none may be attached); the index
+    rows go with them."""
+    name_of = datastore_names(backend)
+    rows = list(session.scalars(select(Volume).where(Volume.vmgroup_id == group.id)))
+    in_use = []
+    for row in rows:
+        ds = backend.datastore_by_url(row.datastore_url)
+        holder = ds and backend.attached_to(backend.descriptor(ds, group.uuid, row.name))
+        if row.attached_vm_uuid or holder:
+            vm = backend.find_vm(row.attached_vm_uuid or holder[0])
+            in_use.append(f"Failed to remove volume {row.name}@{name_of(row.datastore_url)}, "
+                          f"in use by VM = {vm.name if vm else row.attached_vm_uuid}.")
+    if in_use:
+        raise VmdkopsError(" ".join(in_use))
+    for row in rows:
+        ds = backend.datastore_by_url(row.datastore_url)
+        if ds is not None:
+            backend.delete_disk(backend.descriptor(ds, group.uuid, row.name))
+        session.delete(row)
+    session.flush()
+    return len(rows)
+
+
+def force_detach(session, backend, full_name, vmgroup):
+    """Detach a volume from whatever VM holds it, without asking that VM."""
+    datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
+    holder = backend.attached_to(descriptor)
+    meta = backend.read_metadata(descriptor) or {}
+    vm_uuid = holder[0] if holder else meta.get("attachedVMUuid")
+    if vm_uuid is None:
+        return f"Volume {full_name} is not attached"
+    from .backends import VirtualMachine
+
+    vm = backend.find_vm(vm_uuid) or VirtualMachine(meta.get("attachedVMName") or vm_uuid, vm_uuid, "")
+    backend.detach(vm, descriptor)
+    mark_detached(backend, descriptor, vm)
+    if row is not None:
+        row.attached_vm_uuid = None
+        session.flush()
+    return f"Volume {full_name} detached from VM {vm.name}"
