@@ -22,18 +22,28 @@ class Executor:
         self.tokens = {}
         self._tokens_lock = threading.Lock()
 
-    def start(self, *args):
+    def start(self, *args, crash_at=None):
         env = dict(os.environ, VMDKOPS_HOME=self.home)
+        env.pop("VMDKOPS_CRASH_AT", None)
+        if crash_at:
+            env["VMDKOPS_CRASH_AT"] = crash_at
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vmdkops_admin.executor.main", *args], cwd=REPO, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
-        while not os.path.exists(os.path.join(self.home, "run", "vmdk-opsd.pid")):
+        while self._pid_file() != self.process.pid:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 out, err = self.process.communicate(timeout=5)
                 raise RuntimeError(f"vmdk-opsd did not start: {err.decode()}")
             time.sleep(0.02)
         return self
+
+    def _pid_file(self):
+        try:
+            with open(os.path.join(self.home, "run", "vmdk-opsd.pid")) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
 
     def stop(self, sig=signal.SIGTERM):
         if self.process and self.process.poll() is None:

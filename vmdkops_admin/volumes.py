@@ -19,6 +19,7 @@ from . import authorize
 from .backends import Datastore, VirtualMachine
 from .db.models import Volume
 from .errors import InvalidArgument, NotFound, VmdkopsError
+from .faults import crashpoint
 from .names import VolumeName, parse
 
 DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
@@ -188,12 +189,15 @@ class Request:
             self._reserve(mb, opts)
         else:
             authorize.check_create(self.rule(), mb, 0)
+        crashpoint("create:reserved")
         made = False
         try:
             self.backend.vmgroup_dir(self.datastore, self.tenant.uuid, self.tenant.name, create=True)
             make_disk()
             made = True
+            crashpoint("create:disk")
             self.backend.write_metadata(self.descriptor, meta)
+            crashpoint("create:metadata")
         except BaseException as exc:
             if made:
                 self.backend.delete_disk(self.descriptor)
@@ -258,7 +262,9 @@ class Request:
             name = meta.get("attachedVMName") or (self._vm_name(holder[0]) if holder else None)
             raise VmdkopsError(f"Failed to remove volume {self.volume}, in use by VM = {name}.")
         self._set_state(state="removing")
+        crashpoint("remove:marked")
         self.backend.delete_disk(self.descriptor)
+        crashpoint("remove:deleted")
         self._drop_row()
         return None
 
@@ -276,9 +282,11 @@ class Request:
         vol_opts = meta.get("volOpts") or {}
         device = self.backend.attach(self.vm, self.descriptor,
                                      read_only=vol_opts.get("access") == "read-only")
+        crashpoint("attach:device")
         meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
                      "attachedVMName": self.vm.name, "attachedVMDevice": device})
         self.backend.write_metadata(self.descriptor, meta)
+        crashpoint("attach:metadata")
         self._set_state(attached_vm_uuid=self.vm.uuid)
         return device
 
@@ -287,7 +295,9 @@ class Request:
         if not self.backend.disk_exists(self.descriptor):
             return None
         self.backend.detach(self.vm, self.descriptor)
+        crashpoint("detach:device")
         mark_detached(self.backend, self.descriptor, self.vm)
+        crashpoint("detach:metadata")
         if self.session is not None:
             self.session.execute(update(Volume).where(
                 Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,

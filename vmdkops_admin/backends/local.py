@@ -5,6 +5,7 @@ datastore ``datastore1`` (a directory under the state root)."""
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import uuid as uuidlib
 
 from .. import sidecar
+from ..faults import crashpoint
 from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from ..paths import DOCKVOLS
 from . import Backend, Datastore, VirtualMachine, pvscsi, vmdkfile
@@ -271,15 +273,17 @@ class LocalBackend(Backend):
         os.makedirs(self.layout.root, exist_ok=True)
         return locked_json(os.path.join(self.layout.root, "attachments.json"), dict)
 
+    def _read_attachments(self):
+        try:
+            with open(os.path.join(self.layout.root, "attachments.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
     def attached_to(self, descriptor):
         """(vm uuid, device info) of the VM the disk is attached to, or None."""
         path = os.path.realpath(descriptor)
-        try:
-            with open(os.path.join(self.layout.root, "attachments.json")) as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            return None
-        for vm_uuid, disks in state.items():
+        for vm_uuid, disks in self._read_attachments().items():
             for disk in disks:
                 if disk["path"] == path:
                     return vm_uuid, _device_info(disk)
@@ -287,11 +291,29 @@ class LocalBackend(Backend):
 
     def attached_disks(self, vm):
         """Descriptors of the disks attached to ``vm``."""
-        try:
-            with open(os.path.join(self.layout.root, "attachments.json")) as f:
-                return [disk["path"] for disk in json.load(f).get(vm.uuid, [])]
-        except FileNotFoundError:
-            return []
+        return [disk["path"] for disk in self._read_attachments().get(vm.uuid, [])]
+
+    def attachments(self):
+        """(vm uuid, descriptor, whether the device is still there) of every attachment."""
+        return [(vm_uuid, disk["path"], loop_backing_file(disk["device"]) == disk["extent"])
+                for vm_uuid, disks in self._read_attachments().items() for disk in disks]
+
+    def stray_devices(self):
+        """Loop devices on one of our extents that no attachment records (an
+        attach interrupted between losetup and its record)."""
+        recorded = {disk["device"] for disks in self._read_attachments().values() for disk in disks}
+        roots = [os.path.realpath(os.path.join(ds.path, DOCKVOLS)) + os.sep for ds in self.datastores()]
+        stray = []
+        for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
+            device = "/dev/" + backing.split("/")[3]
+            extent = loop_backing_file(device)
+            if (device not in recorded and extent and extent.endswith("-flat.vmdk")
+                    and any(extent.startswith(root) for root in roots)):
+                stray.append((device, extent))
+        return stray
+
+    def release_device(self, device, extent):
+        _release_loop({"device": device, "extent": extent, "path": extent})
 
     def volume_of(self, descriptor):
         """(datastore, volume name) of a descriptor in a datastore's dockvols."""
@@ -322,6 +344,7 @@ class LocalBackend(Backend):
             used.setdefault(0, set())
             bus, unit, _ = pvscsi.place(used)
             device = _losetup(["--find", "--show"] + (["--read-only"] if read_only else []) + [extent])
+            crashpoint("attach:losetup")
             disk = {"path": path, "extent": os.path.realpath(extent), "bus": bus, "unit": unit,
                     "device": device, "read_only": read_only}
             disks.append(disk)

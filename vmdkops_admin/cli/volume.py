@@ -9,6 +9,8 @@ from .render import Column, emit_message, emit_records
 CHOICES = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
            "attached-to", "access", "attach-as", "created-by", "created")
 SHORT = ("volume", "capacity", "disk-format", "attached-to")
+RECONCILE_COLUMNS = (Column("Volume", "volume"), Column("Problem", "problem"),
+                     Column("Action", "action"))
 
 
 class ColumnList(click.ParamType):
@@ -114,3 +116,17 @@ def register(cli):
         from ..volume_admin import force_detach
 
         emit_message(_with_optional_db(force_detach, backend(), full_name, vmgroup))
+
+    @command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "
+             "agreement; repair what is safe, report the rest")
+    @click.option("--dry-run", is_flag=True, help="Only say what would be done")
+    @output_format_option
+    def reconcile(dry_run, output_format):
+        from ..reconcile import reconcile as run
+        from .render import output_format as chosen_format
+
+        findings = _with_optional_db(run, backend(), dry_run)
+        if not findings and chosen_format() == "table":
+            emit_message("Index, metadata, disks and attachments agree.")
+            return
+        emit_records(RECONCILE_COLUMNS, [f.__dict__ for f in findings])

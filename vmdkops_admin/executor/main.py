@@ -83,6 +83,32 @@ def ensure_local_credential(backend, paths):
         f.write(token + "\n")
 
 
+def reconcile_at_start(backend, log):
+    """Finish or undo what a crash interrupted before serving anyone."""
+    from sqlalchemy.orm import Session
+
+    from .. import config
+    from ..errors import VmdkopsError
+    from ..reconcile import reconcile
+
+    state = config.detect()
+    try:
+        if state.mode is config.Mode.NOT_CONFIGURED:
+            findings = reconcile(None, backend)
+        else:
+            engine = config.connect(state)
+            try:
+                with Session(engine) as session:
+                    findings = reconcile(session, backend)
+            finally:
+                engine.dispose()
+    except VmdkopsError as exc:
+        log.warning("reconcile at start skipped: %s", exc)
+        return
+    for finding in findings:
+        log.warning("reconcile: %s: %s: %s", finding.volume, finding.problem, finding.action)
+
+
 def main(argv=None):
     from ..backends import get_backend
     from .dispatch import Dispatcher
@@ -117,6 +143,7 @@ def main(argv=None):
         print("vmdk-opsd: no listener configured", file=sys.stderr)
         return 2
 
+    reconcile_at_start(backend, log)
     dispatcher = Dispatcher(backend)
     server = Server(dispatcher, listeners, workers=args.workers)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())

@@ -1,0 +1,155 @@
+"""Fault injection: the executor is killed (SIGKILL) at each step of create,
+clone, remove, attach and detach. After a restart (which reconciles), the
+index, side-cars, disk files, loop devices and quota usage agree, nothing is
+half-made, no volume is lost, and the operation can be retried."""
+
+import json
+import os
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import parse_table
+
+pytestmark = pytest.mark.usefixtures("configured")
+
+
+def index_rows():
+    from sqlalchemy.orm import Session
+
+    from vmdkops_admin import config
+    from vmdkops_admin.db.models import Volume
+
+    engine = config.connect(config.detect())
+    with Session(engine) as session:
+        rows = {(r.name, r.state, r.attached_vm_uuid) for r in session.scalars(select(Volume))}
+        used = session.scalar(select(func.coalesce(func.sum(Volume.size_mb), 0)))
+    engine.dispose()
+    return rows, used
+
+
+def assert_consistent(admin, inventory, home):
+    """Everything agrees: reconcile has nothing left to do, every index row is
+    a complete volume, every disk is indexed, the loop devices are the recorded ones."""
+    from vmdkops_admin.backends.local import loop_backing_file
+
+    assert admin.ok("volume reconcile --dry-run") == "Index, metadata, disks and attachments agree.\n"
+    rows, used = index_rows()
+    disks = {}
+    for ds in inventory.datastores():
+        for _, volume, descriptor in inventory.volume_files(ds):
+            meta = inventory.read_metadata(descriptor)
+            assert meta is not None, f"{volume} has no metadata"
+            disks[volume] = inventory.disk_info(descriptor)[0] // (1024 * 1024)
+    assert {name for name, _, _ in rows} == set(disks)
+    assert all(state == "ready" for _, state, _ in rows)
+    assert used == sum(disks.values())
+    state = json.loads((home / "attachments.json").read_text()) if (home / "attachments.json").exists() else {}
+    for disks_of_vm in state.values():
+        for disk in disks_of_vm:
+            assert loop_backing_file(disk["device"]) == disk["extent"]
+    assert inventory.stray_devices() == []
+
+
+def crash(executor, step, *request):
+    """Run a request on an executor that dies at ``step``; then restart it."""
+    executor.stop()
+    executor.start(crash_at=step)
+    with pytest.raises(Exception):
+        executor.call("VM1", *request)
+    executor.process.wait(timeout=30)
+    assert executor.process.returncode == -9
+    executor.start()
+
+
+@pytest.mark.parametrize("step", ["create:reserved", "create:disk", "create:metadata"])
+@pytest.mark.parametrize("clone", [False, True], ids=["create", "clone"])
+def test_create_and_clone(executor, admin, inventory, home, step, clone):
+    admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=300MB")
+    executor.ok("VM1", "create", "src", {"size": "100mb"})
+    opts = {"clone-from": "src"} if clone else {"size": "100mb"}
+    crash(executor, step, "create", "v", opts)
+    assert_consistent(admin, inventory, home)
+    executor.ok("VM1", "create", "v", opts)  # the retry succeeds (or finds it made)
+    assert executor.err("VM1", "create", "w", {"size": "200mb"}) == \
+        "The total volume size exceeds the usage quota"
+    assert_consistent(admin, inventory, home)
+
+
+@pytest.mark.parametrize("step", ["remove:marked", "remove:deleted"])
+def test_remove(executor, admin, inventory, home, step):
+    executor.ok("VM1", "create", "v")
+    crash(executor, step, "remove", "v")
+    assert_consistent(admin, inventory, home)
+    executor.ok("VM1", "remove", "v")
+    assert executor.ok("VM1", "list") == []
+    assert_consistent(admin, inventory, home)
+
+
+@pytest.mark.parametrize("step", ["attach:losetup", "attach:device", "attach:metadata"])
+def test_attach(executor, admin, inventory, home, step):
+    executor.ok("VM1", "create", "v")
+    crash(executor, step, "attach", "v")
+    assert_consistent(admin, inventory, home)
+    assert executor.ok("VM1", "attach", "v")["Unit"] == "0"
+    assert parse_table(admin.ok("volume ls -c volume,attached-to")) == [
+        {"Volume": "v", "Attached-to": "VM1"}]
+    executor.ok("VM1", "detach", "v")
+    assert_consistent(admin, inventory, home)
+
+
+@pytest.mark.parametrize("step", ["detach:device", "detach:metadata"])
+def test_detach(executor, admin, inventory, home, step):
+    executor.ok("VM1", "create", "v")
+    executor.ok("VM1", "attach", "v")
+    crash(executor, step, "detach", "v")
+    assert_consistent(admin, inventory, home)
+    executor.ok("VM1", "detach", "v")
+    assert executor.ok("VM1", "get", "v")["status"] == "detached"
+    executor.ok("VM1", "remove", "v")
+    assert_consistent(admin, inventory, home)
+
+
+def test_reconcile_repairs_and_reports(executor, admin, inventory, home):
+    executor.ok("VM1", "create", "kept")
+    executor.ok("VM1", "create", "lost")
+    executor.ok("VM1", "attach", "kept")
+    ds1 = inventory.datastore_by_name("DS1")
+    folder = os.path.join(ds1.path, "dockvols", "11111111-1111-1111-1111-111111111111")
+    for suffix in (".vmdk", "-flat.vmdk", ".vmfd"):
+        os.unlink(os.path.join(folder, "lost" + suffix))
+    with open(os.path.join(folder, "bare.vmdk"), "w") as f:
+        f.write('RW 2048 FLAT "bare-flat.vmdk" 0\n')
+    open(os.path.join(folder, "bare-flat.vmdk"), "w").close()
+    executor.stop()
+    from executor import release_loops
+    release_loops(home)  # a host reboot: the loop devices are gone
+
+    findings = json.loads(admin.ok("volume reconcile --dry-run --output-format=json"))
+    assert {(f["volume"], f["action"]) for f in findings} == {
+        ("kept@DS1", "would detached"), ("bare@DS1", "reported"),
+        ("lost@DS1", "would removed from the index")}
+    rows = parse_table(admin.ok("volume reconcile"))
+    assert {(r["Volume"], r["Action"]) for r in rows} == {
+        ("kept@DS1", "detached"), ("kept@DS1", "set to detached"), ("bare@DS1", "reported"),
+        ("lost@DS1", "removed from the index")}
+    assert parse_table(admin.ok("volume reconcile")) == [
+        {"Volume": "bare@DS1", "Problem": "on disk without metadata (side-car)", "Action": "reported"}]
+    executor.start()
+    assert executor.ok("VM1", "get", "kept")["status"] == "detached"
+    assert executor.ok("VM1", "list") == [{"Name": "kept@DS1", "Attributes": {}}]
+
+
+def test_lost_index_is_rebuilt_from_side_cars(executor, admin, inventory, home, configured):
+    if configured != "sqlite":
+        pytest.skip("the SQLite file is what gets lost here")
+    executor.ok("VM1", "create", "a", {"size": "50mb", "fstype": "xfs"})
+    executor.ok("VM1", "attach", "a")
+    admin.ok("config rm --local --no-backup --confirm")
+    admin.ok("config init --local")
+    assert parse_table(admin.ok("volume reconcile")) == [
+        {"Volume": "a@DS1", "Problem": "on disk but not in the index", "Action": "indexed"}]
+    rows = parse_table(admin.ok("volume ls -c volume,capacity,fstype,attached-to,created-by"))
+    assert rows == [{"Volume": "a", "Capacity": "50MB", "Filesystem": "xfs", "Attached-to": "VM1",
+                     "Created By": "VM1"}]
+    executor.ok("VM1", "detach", "a")
