@@ -140,13 +140,23 @@ def test_reconcile_repairs_and_reports(executor, admin, inventory, home):
     assert executor.ok("VM1", "list") == [{"Name": "kept@DS1", "Attributes": {}}]
 
 
-def test_lost_index_is_rebuilt_from_side_cars(executor, admin, inventory, home, configured):
-    if configured != "sqlite":
-        pytest.skip("the SQLite file is what gets lost here")
+def test_lost_index_is_rebuilt_from_side_cars(executor, admin, inventory, home, configured, request):
     executor.ok("VM1", "create", "a", {"size": "50mb", "fstype": "xfs"})
     executor.ok("VM1", "attach", "a")
-    admin.ok("config rm --local --no-backup --confirm")
-    admin.ok("config init --local")
+    if configured == "sqlite":
+        admin.ok("config rm --local --no-backup --confirm")
+        admin.ok("config init --local")
+    else:  # a new, empty shared database
+        import uuid
+
+        import psycopg
+
+        server = request.getfixturevalue("pg_server")
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        admin.ok("config rm --unlink --confirm")
+        admin.ok("config", "init", "--db-url", f"{server}/{name}")
     assert parse_table(admin.ok("volume reconcile")) == [
         {"Volume": "a@DS1", "Problem": "on disk but not in the index", "Action": "indexed"}]
     rows = parse_table(admin.ok("volume ls -c volume,capacity,fstype,attached-to,created-by"))
