@@ -231,3 +231,30 @@ def test_man_pages_name_every_command():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.opts[0].replace("-", "\\-") in text
+
+
+# -- the table layout ----------------------------------------------------------------
+
+def test_table_layout_is_tabulate_simple_without_padding():
+    """The renderer writes what tabulate would (tabulate is a test dependency only)."""
+    import tabulate
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from vmdkops_admin.cli.render import table
+
+    tabulate.MIN_PADDING = 0
+    cell = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"), max_codepoint=0x2FF),
+                   max_size=12).map(lambda text: " ".join(text.split()))
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.integers(1, 5).flatmap(lambda n: st.tuples(
+        st.lists(cell.filter(bool), min_size=n, max_size=n),
+        st.lists(st.lists(cell, min_size=n, max_size=n), max_size=6))))
+    def same(data):
+        headers, rows = data
+        expected = tabulate.tabulate(rows, headers=headers, tablefmt="simple",
+                                     disable_numparse=True, stralign="left")
+        assert table(headers, rows) == expected
+
+    same()

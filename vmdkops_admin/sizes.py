@@ -39,3 +39,11 @@ def format_quota_mb(mb):
         if size >= scale:
             return f"{size / scale:.2f}{unit}"
     return f"{size}B"
+
+
+def human_size(size):
+    """A size in bytes as DiskLib showed it, truncated: bytes, KB, MB, then GB (never TB)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size // scale}{unit}"
+    return str(size)

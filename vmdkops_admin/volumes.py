@@ -21,6 +21,7 @@ from .db.models import Volume
 from .errors import InvalidArgument, NotFound, VmdkopsError
 from .faults import crashpoint
 from .names import VolumeName, parse
+from .sizes import human_size
 
 DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
             ("attach-as", "independent_persistent"), ("access", "read-write"),
@@ -76,14 +77,6 @@ def _comparable(opts):
     filled.update(opts)
     filled["size"] = str(size_mb(filled["size"])) if _SIZE.match(filled["size"].lower()) else filled["size"]
     return {key: filled[key] for key in COMPARED}
-
-
-def human_size(size):
-    """DiskLib's truncated sizes: bytes, KB, MB, then GB (never TB)."""
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if size >= scale:
-            return f"{size // scale}{unit}"
-    return str(size)
 
 
 def created_now():

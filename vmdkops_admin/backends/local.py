@@ -240,9 +240,15 @@ class LocalBackend(Backend):
         """(capacity bytes, allocated bytes)."""
         return vmdkfile.info(descriptor)
 
-    def allocated_bytes(self, descriptor):
-        """Space the disk takes (one stat of its extent)."""
-        return os.stat(vmdkfile.extent_path(descriptor)).st_blocks * 512
+    def allocated_bytes_many(self, descriptors):
+        """Space each disk takes (None when it is gone): one stat of each extent."""
+        sizes = []
+        for descriptor in descriptors:
+            try:
+                sizes.append(os.stat(descriptor[:-len(".vmdk")] + "-flat.vmdk").st_blocks * 512)
+            except OSError:
+                sizes.append(None)
+        return sizes
 
     def read_metadata(self, descriptor):
         return sidecar.load(descriptor)
@@ -258,14 +264,12 @@ class LocalBackend(Backend):
             entries = sorted(os.scandir(dockvols), key=lambda e: e.name)
         except FileNotFoundError:
             return
-        folders = [(None, dockvols)] + [(e.name, e.path) for e in entries
-                                        if e.is_dir(follow_symlinks=False)]
-        for vmgroup_uuid, folder in folders:
-            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-                name = entry.name
-                if (name.endswith(".vmdk") and not name.endswith("-flat.vmdk")
-                        and entry.is_file(follow_symlinks=False)):
-                    yield vmgroup_uuid, name[:-len(".vmdk")], entry.path
+        folders = [(None, dockvols, [e.name for e in entries if e.is_file(follow_symlinks=False)])]
+        folders += [(e.name, e.path, None) for e in entries if e.is_dir(follow_symlinks=False)]
+        for vmgroup_uuid, folder, names in folders:
+            for name in sorted(names if names is not None else os.listdir(folder)):
+                if name.endswith(".vmdk") and not name.endswith("-flat.vmdk"):
+                    yield vmgroup_uuid, name[:-len(".vmdk")], folder + os.sep + name
 
     # -- attach and detach: a PVSCSI slot on the VM and a loop device ---------------
 

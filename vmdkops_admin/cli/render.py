@@ -1,7 +1,7 @@
 """Rendering in one place. Listings are records (dicts of plain values: sizes
 in MB, ``None`` for unlimited) plus the columns to show; messages are text.
 
-- ``table``: the original's layout (tabulate ``simple``, no minimum padding);
+- ``table``: the original's layout (tabulate's ``simple``, no minimum padding);
 - ``xml``: the original's esxcli document (an empty listing is an empty list);
 - ``json``: the records as a list of objects with snake_case keys (stable);
 - ``csv``: the same keys as header, one line a record, empty for ``None``.
@@ -23,10 +23,15 @@ class Column:
     text: Optional[Callable] = None  # record value -> table text; default str()
 
     def display(self, record):
-        value = record[self.key]
+        return self.texts([record])[0]
+
+    def texts(self, records):
+        """The table cells of this column, one per record."""
+        key = self.key
         if self.text is not None:
-            return self.text(value)
-        return "" if value is None else str(value)
+            text = self.text
+            return [text(record[key]) for record in records]
+        return ["" if record[key] is None else str(record[key]) for record in records]
 
 
 def output_format(ctx=None):
@@ -58,7 +63,8 @@ def emit_records(columns, records):
     if fmt == "json":
         import json
 
-        click.echo(json.dumps([{c.key: r[c.key] for c in columns} for r in records], indent=2))
+        keys = [c.key for c in columns]
+        click.echo(json.dumps([{key: r[key] for key in keys} for r in records]))
     elif fmt == "csv":
         import csv
         import io
@@ -72,18 +78,24 @@ def emit_records(columns, records):
     elif fmt == "xml":
         click.echo(_xml_table(columns, records))
     else:
-        click.echo(table([c.header for c in columns],
-                         [[c.display(r) for c in columns] for r in records]))
+        cells = [column.texts(records) for column in columns]
+        click.echo(table([c.header for c in columns], list(zip(*cells))))
 
 
 def table(headers, rows):
-    import tabulate
-
-    # With the default padding every column would widen by 2 and scripts that
-    # cut the original's two-space gaps would break.
-    tabulate.MIN_PADDING = 0
-    return tabulate.tabulate(rows, headers=headers, tablefmt="simple",
-                             disable_numparse=True, stralign="left")
+    """The layout of tabulate's ``simple`` format with no minimum padding (as
+    the original printed it): columns as wide as their widest cell, two spaces
+    apart, a dash line under the headers, cells and lines without outer blanks.
+    Written out here because tabulate's per-cell type detection cost 0.35 s
+    on 10,000 volumes."""
+    columns = [[cell.strip() for cell in column] for column in zip(*rows)] if rows else \
+        [[] for _ in headers]
+    widths = [max([len(header)] + [len(cell) for cell in column])
+              for header, column in zip(headers, columns)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [line.format(*headers).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += [line.format(*row).rstrip() for row in zip(*columns)]
+    return "\n".join(lines)
 
 
 def _csv_cell(value):

@@ -38,18 +38,28 @@ def _columns(chosen):
 
 
 def _list(chosen, vmgroup):
-    from sqlalchemy.orm import Session
-
-    from .. import config
+    from .. import config, db
     from ..volume_admin import list_volumes
 
     state = config.detect()
+    with_used = "used" in chosen
     if state.mode is config.Mode.NOT_CONFIGURED:
-        return list_volumes(None, backend(), vmgroup, "used" in chosen)
+        return list_volumes(None, backend(), vmgroup, with_used)
+    if state.mode is config.Mode.BROKEN_LINK:
+        raise config.broken_link_error(state)
+    if state.url.startswith("sqlite:"):
+        connection = db.sqlite_reader(state.url[len("sqlite:///"):], state.location)
+        try:
+            return list_volumes(connection.execute, backend(), vmgroup, with_used)
+        finally:
+            connection.close()
+    from sqlalchemy import text
+
     engine = config.connect(state)
     try:
-        with Session(engine) as session:
-            return list_volumes(session, backend(), vmgroup, "used" in chosen)
+        with engine.connect() as connection:
+            return list_volumes(lambda sql: connection.execute(text(sql)), backend(), vmgroup,
+                                with_used)
     finally:
         engine.dispose()
 

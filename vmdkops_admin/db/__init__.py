@@ -119,3 +119,18 @@ def connect(url, location):
         engine.dispose()
         raise
     return engine
+
+
+def sqlite_reader(path, location):
+    """A read-only stdlib connection to a SQLite config DB whose schema has
+    been checked: for listings that must not pay for importing SQLAlchemy."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30)
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error as exc:
+        raise DbAccessError(f"DB access error at {location}: {exc}") from None
+    check_revision(revision[0] if revision else None, location)
+    return connection
