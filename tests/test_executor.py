@@ -163,7 +163,7 @@ def test_vm_ds_semantics(executor, admin):
     ({"diskformat": "thiN"}, "Disk Allocation Format 'thiN' is not supported."),
     ({"clone-from": "a", "size": "1gb"}, "Cannot define the size for a clone"),
     ({"clone-from": "a", "fstype": "xfs"}, "Cannot define the filesystem type for a clone"),
-    ({"vsan-policy-name": "gold"}, "Cannot use a VSAN policy on a non-VSAN datastore")])
+    ({"vsan-policy-name": "gold"}, "Policy gold does not exist.")])
 def test_create_options_are_validated(executor, opts, message):
     assert executor.err("VM1", "create", "v", opts).startswith(message)
     assert volumes(executor, "VM1") == []

@@ -41,7 +41,7 @@ def size_mb(text):
     return int(match.group(1)) * _UNIT_MB[match.group(2)]
 
 
-def validate_opts(opts, vsan_datastore=False):
+def validate_opts(opts, policies_supported=False):
     """Options of a create as strings, checked in the original's order with
     its messages."""
     opts = {str(k): str(v) for k, v in (opts or {}).items()}
@@ -55,7 +55,7 @@ def validate_opts(opts, vsan_datastore=False):
         if not _SIZE.match(opts["size"].lower()):
             raise InvalidArgument("Invalid format for size. \nValid sizes must be of form X[mMgGtT]b "
                                   "where X is an integer. Default = 100mb")
-    if "vsan-policy-name" in opts and not vsan_datastore:
+    if "vsan-policy-name" in opts and not policies_supported:
         raise InvalidArgument("Cannot use a VSAN policy on a non-VSAN datastore")
     if opts.get("diskformat", "thin") not in DISK_FORMATS:
         raise InvalidArgument(f"Disk Allocation Format '{opts['diskformat']}' is not supported. "
@@ -120,7 +120,7 @@ class Request:
             Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
             Volume.name == self.volume)).first()
 
-    def _reserve(self, mb, options):
+    def _reserve(self, mb, options, policy_id=None):
         """Check the quota and insert the "creating" row in one transaction."""
         from .db import write_lock
 
@@ -136,6 +136,7 @@ class Request:
             authorize.check_create(self.rule(), mb, used)
             session.add(Volume(vmgroup_id=self.tenant.id, datastore_url=self.datastore.url,
                                name=self.volume, size_mb=mb, options=options, state="creating",
+                               policy_id=policy_id,
                                created=datetime.now(timezone.utc).replace(tzinfo=None),
                                created_by=self.vm.name))
             session.commit()
@@ -162,7 +163,7 @@ class Request:
     # -- create and clone ---------------------------------------------------------------
 
     def create(self, opts):
-        opts = validate_opts(opts, self.datastore.type == "vsan")
+        opts = validate_opts(opts, self.backend.supports_policies(self.datastore))
         if self.backend.disk_exists(self.descriptor):
             stored = (self.backend.read_metadata(self.descriptor) or {}).get("volOpts", {})
             if _comparable(stored) == _comparable(opts):
@@ -170,16 +171,36 @@ class Request:
             raise VmdkopsError(f"Volume {self.full_name} already exists with different options")
         if "clone-from" in opts:
             return self._clone(opts)
+        policy = self._policy(opts.get("vsan-policy-name"))
         mb = size_mb(opts.get("size", "100mb"))
         if mb <= 0:
             raise InvalidArgument("Invalid volume size specified.")
         self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"]),
                    {"status": "detached", "volOpts": opts, "created": created_now(),
-                    "created-by": self.vm.name})
+                    "created-by": self.vm.name}, policy)
 
-    def _make(self, mb, opts, make_disk, meta):
+    def _policy(self, name):
+        """The policy a create names, or None; it must exist in the auth DB."""
+        if name is None:
+            return None
+        from sqlalchemy import select as select_
+
+        from .db.models import Policy
+
+        policies = (self.session.scalars(select_(Policy).order_by(Policy.name)).all()
+                    if self.session is not None else [])
+        found = next((p for p in policies if p.name == name), None)
+        if found is None:
+            message = f"Policy {name} does not exist."
+            if policies:
+                message += f" Available policies are: {[p.name for p in policies]}"
+            raise NotFound(message)
+        self.session.commit()
+        return found.id, found.name, found.content
+
+    def _make(self, mb, opts, make_disk, meta, policy=None):
         if self.session is not None:
-            self._reserve(mb, opts)
+            self._reserve(mb, opts, policy[0] if policy else None)
         else:
             authorize.check_create(self.rule(), mb, 0)
         crashpoint("create:reserved")
@@ -190,6 +211,8 @@ class Request:
             made = True
             crashpoint("create:disk")
             self.backend.write_metadata(self.descriptor, meta)
+            if policy is not None:
+                self.backend.apply_policy(self.descriptor, policy[1], policy[2])
             crashpoint("create:metadata")
         except BaseException as exc:
             if made:
@@ -229,8 +252,12 @@ class Request:
                          "size": f"{mb}mb"})
         meta.update({"status": "detached", "created": created_now(), "created-by": self.vm.name,
                      "volOpts": vol_opts})
+        policy = self._policy(opts.get("vsan-policy-name"))
+        if policy is not None:
+            vol_opts["vsan-policy-name"] = policy[1]
         self._make(mb, vol_opts,
-                   lambda: self.backend.clone_disk(source, self.descriptor, opts["diskformat"]), meta)
+                   lambda: self.backend.clone_disk(source, self.descriptor, opts["diskformat"]), meta,
+                   policy)
 
     def clone_source_lock(self, opts):
         """The lock name of a clone's source, so both can be taken in order."""

@@ -250,6 +250,19 @@ class LocalBackend(Backend):
                 sizes.append(None)
         return sizes
 
+    def supports_policies(self, datastore):
+        """Policies are recorded with the volume on every local datastore."""
+        return True
+
+    def apply_policy(self, descriptor, name, content):
+        """Record the policy in the volume's side-car (a local disk has no
+        storage layer to give it to)."""
+        meta = sidecar.load(descriptor)
+        if meta is None:
+            raise VmdkopsError(f"No metadata for {descriptor}")
+        meta["storagePolicy"] = {"name": name, "content": content}
+        sidecar.save(descriptor, meta)
+
     def read_metadata(self, descriptor):
         return sidecar.load(descriptor)
 
