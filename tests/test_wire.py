@@ -136,3 +136,41 @@ def test_an_idle_client_does_not_stop_others(executor):
         assert time.monotonic() - start < 2
     finally:
         idle.close()
+
+
+def test_tcp_with_tls(home, inventory, tmp_path):
+    """The TCP listener speaks TLS only; a plain client is dropped and the server goes on."""
+    import ssl
+    import subprocess
+
+    from executor import Executor, release_loops
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                           "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", str(key), "-out", str(cert)], capture_output=True)
+    if made.returncode != 0:
+        from conftest import missing
+        missing("openssl")
+    running = Executor(home).start("--no-unix-socket", "--tcp", "127.0.0.1:0",
+                                   "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        listeners = json.loads((home / "run" / "vmdk-opsd.json").read_text())["listeners"]
+        assert len(listeners) == 1 and listeners[0].startswith("tcp+tls:127.0.0.1:")
+        port = int(listeners[0].rsplit(":", 1)[1])
+        plain = socket.create_connection(("127.0.0.1", port), timeout=15)
+        plain.sendall(frame(b'{"cmd": "version"}'))
+        try:
+            assert plain.recv(100) == b""  # not TLS: dropped
+        except ConnectionResetError:
+            pass
+        plain.close()
+        context = ssl.create_default_context(cafile=str(cert))
+        connect = protocol.tcp_connector("127.0.0.1", port, context)
+        message = protocol.request("create", "over-tls", {"size": "1mb"}, running.token("VM1"))
+        assert protocol.call(connect, message) is None
+        message = protocol.request("list", "", None, running.token("VM1"))
+        assert protocol.call(connect, message) == [{"Name": "over-tls@DS1", "Attributes": {}}]
+    finally:
+        running.stop()
+        release_loops(home)

@@ -101,9 +101,35 @@ def _main_page(cli):
     return "\n".join(lines) + "\n"
 
 
+def _service_page():
+    """``vmdk-opsd(1)`` from the service's own argument parser."""
+    from ..executor.main import build_parser
+
+    parser = build_parser()
+    lines = _header("vmdk-opsd", "the vmdkops executor")
+    lines += [".SH SYNOPSIS", "\\fBvmdk\\-opsd\\fR [\\fIOPTIONS\\fR]", ".SH DESCRIPTION",
+              _paragraphs(parser.description),
+              _paragraphs("It runs in the foreground (for systemd), writes its pid to "
+                          "$VMDKOPS_HOME/run/vmdk-opsd.pid and its listeners to "
+                          "$VMDKOPS_HOME/run/vmdk-opsd.json, logs to $VMDKOPS_HOME/log/vmdk_ops.log "
+                          "as $VMDKOPS_HOME/log_config.json says, reconciles the index with the "
+                          "disks when it starts, and on SIGTERM finishes the requests in flight "
+                          "and declines new ones before it exits."),
+              ".SH OPTIONS"]
+    for action in parser._actions:
+        if not action.option_strings:
+            continue
+        names = ", ".join(f"\\fB{_escape(opt)}\\fR" for opt in action.option_strings)
+        if action.metavar or action.nargs != 0:
+            names += f" \\fI{_escape(action.metavar or action.dest.upper())}\\fR"
+        lines += [".TP", names, _escape(action.help or "")]
+    lines += [".SH SEE ALSO", f"\\fB{PROG}\\fR(1)"]
+    return "\n".join(lines) + "\n"
+
+
 def pages(cli):
     """File name -> roff text for every page."""
-    result = {f"{PROG}.1": _main_page(cli)}
+    result = {f"{PROG}.1": _main_page(cli), "vmdk-opsd.1": _service_page()}
     for name, command in cli.commands.items():
         if isinstance(command, click.Group):
             result[f"{PROG}-{name}.1"] = _group_page(name, command)

@@ -45,7 +45,7 @@ def configure_logging(paths):
     logging.config.dictConfig(config)
 
 
-def parse_args(argv):
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="vmdk-opsd", description="The vmdkops executor: serves volume requests of Docker "
         "hosts (VMs) under the control of the auth DB.")
@@ -59,6 +59,11 @@ def parse_args(argv):
                         help="also listen on AF_VSOCK where the platform has it")
     parser.add_argument("--workers", type=int, default=16, help="requests served at once (16)")
     parser.add_argument("--version", action="version", version=f"vmdk-opsd {__version__}")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.tcp and not (args.tls_cert and args.tls_key):
         parser.error("--tcp needs --tls-cert and --tls-key")
