@@ -14,11 +14,10 @@ target is missed (with --check).
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from timing import median_seconds
 
 VMGROUPS, VMS = 100, 1000
 
@@ -44,16 +43,6 @@ def populate(home):
             create(session, backend, f"group-{g:03d}", "_VM_DS", f"vmgroup number {g}", names)
         session.commit()
     engine.dispose()
-
-
-def median_seconds(argv, runs, env):
-    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

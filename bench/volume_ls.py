@@ -12,12 +12,13 @@ one warm-up, for the table and for JSON. Target: ratio < 1.5.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
+
+from timing import median_seconds
 
 
 def populate(home, volumes, datastores=4, vmgroups=50):
@@ -67,16 +68,6 @@ def populate(home, volumes, datastores=4, vmgroups=50):
         session.execute(insert(Volume), rows)
         session.commit()
     engine.dispose()
-
-
-def median_seconds(argv, runs, env):
-    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

@@ -18,7 +18,9 @@ def volumes(executor, vm):
 
 
 def test_version_and_protocol(executor):
-    assert executor.ok("VM1", "version") == {"version": executor.ok("VM1", "version")["version"]}
+    from vmdkops_admin import __version__
+
+    assert executor.ok("VM1", "version") == {"version": __version__}
     reply = protocol_call(executor, {"cmd": "list", "details": {"Name": ""}, "version": "1",
                                      "credential": executor.token("VM1")})
     assert reply["Error"].startswith(

@@ -105,6 +105,25 @@ def connect(state):
     return db.connect(state.url, state.location)
 
 
+def run_in_transaction(function, *args, optional=False, **kwargs):
+    """``function(session, *args)`` in one transaction of the config DB: it
+    commits when the function returns and rolls back when it raises. With
+    ``optional``, a host without a config DB gets None for the session."""
+    from sqlalchemy.orm import Session
+
+    state = detect()
+    if optional and state.mode is Mode.NOT_CONFIGURED:
+        return function(None, *args, **kwargs)
+    engine = connect(state)
+    try:
+        with Session(engine) as session:
+            result = function(session, *args, **kwargs)
+            session.commit()
+            return result
+    finally:
+        engine.dispose()
+
+
 # -- config init --------------------------------------------------------------
 
 def init(backend, local=False, datastore=None, db_url=None, force=False):

@@ -61,19 +61,24 @@ def _fill(fd, size_bytes, diskformat):
         os.fsync(fd)
 
 
-def create(descriptor, size_mb, diskformat):
-    """Make the extent, then the descriptor (written last and atomically, so a
-    descriptor always names a complete extent). ``FileExistsError`` if either exists."""
-    extent = extent_path(descriptor)
-    size = size_mb * 1024 * 1024
+def _make_extent(extent, write):
+    """A new extent file written by ``write(fd)``; nothing is left if it fails."""
     fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        _fill(fd, size, diskformat)
+        write(fd)
     except BaseException:
         os.close(fd)
         os.unlink(extent)
         raise
     os.close(fd)
+
+
+def create(descriptor, size_mb, diskformat):
+    """Make the extent, then the descriptor (written last and atomically, so a
+    descriptor always names a complete extent). ``FileExistsError`` if either exists."""
+    extent = extent_path(descriptor)
+    size = size_mb * 1024 * 1024
+    _make_extent(extent, lambda fd: _fill(fd, size, diskformat))
     _write_descriptor(descriptor, descriptor_text(os.path.basename(extent), size, diskformat))
 
 
@@ -118,17 +123,14 @@ def clone(source, target, diskformat):
     """Copy a disk; holes of the source stay holes in a thin clone."""
     capacity, source_extent = read_extent(source)
     extent = extent_path(target)
-    fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
+
+    def write(fd):
         _fill(fd, capacity, diskformat)
         with open(source_extent, "rb") as src:
             _copy_data(src.fileno(), fd, capacity)
         os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(extent)
-        raise
-    os.close(fd)
+
+    _make_extent(extent, write)
     _write_descriptor(target, descriptor_text(os.path.basename(extent), capacity, diskformat))
 
 

@@ -48,25 +48,17 @@ output_format_option = click.option(
     help="Output format: table (default), json, csv or xml (esxcli).")
 
 
-def with_db(function):
-    """Run the command in one transaction of the config DB: the session is the
-    first argument; it commits when the command returns and rolls back when it
-    raises."""
+def with_db(function=None, *, optional=False):
+    """Run the command in one transaction of the config DB, the session as
+    its first argument (see ``config.run_in_transaction``)."""
+    if function is None:
+        return functools.partial(with_db, optional=optional)
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from sqlalchemy.orm import Session
+        from ..config import run_in_transaction
 
-        from .. import config
-
-        engine = config.connect(config.detect())
-        try:
-            with Session(engine) as session:
-                result = function(session, *args, **kwargs)
-                session.commit()
-                return result
-        finally:
-            engine.dispose()
+        return run_in_transaction(function, *args, optional=optional, **kwargs)
 
     return wrapper
 

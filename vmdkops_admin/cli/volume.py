@@ -3,7 +3,7 @@ them and reconcile the index with the disks."""
 
 import click
 
-from .options import backend, command, group, output_format_option
+from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
 
 CHOICES = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
@@ -64,26 +64,6 @@ def _list(chosen, vmgroup):
         engine.dispose()
 
 
-def _with_optional_db(function, *args):
-    """Run ``function(session, *args)`` in one transaction, or with no session
-    when there is no config DB."""
-    from sqlalchemy.orm import Session
-
-    from .. import config
-
-    state = config.detect()
-    if state.mode is config.Mode.NOT_CONFIGURED:
-        return function(None, *args)
-    engine = config.connect(state)
-    try:
-        with Session(engine) as session:
-            result = function(session, *args)
-            session.commit()
-            return result
-    finally:
-        engine.dispose()
-
-
 def register(cli):
     volume = group("volume", "Manipulate volumes", cli)
 
@@ -113,7 +93,7 @@ def register(cli):
     def set_(full_name, vmgroup, options):
         from ..volume_admin import set_options
 
-        emit_message(_with_optional_db(set_options, backend(), full_name, vmgroup, options))
+        emit_message(with_db(set_options, optional=True)(backend(), full_name, vmgroup, options))
 
     @command(volume, "detach", "Detach a volume from the VM that holds it (when that VM is gone "
              "or lost its vmgroup)")
@@ -125,7 +105,7 @@ def register(cli):
     def detach(full_name, vmgroup, force):
         from ..volume_admin import force_detach
 
-        emit_message(_with_optional_db(force_detach, backend(), full_name, vmgroup))
+        emit_message(with_db(force_detach, optional=True)(backend(), full_name, vmgroup))
 
     @command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "
              "agreement; repair what is safe, report the rest")
@@ -135,7 +115,7 @@ def register(cli):
         from ..reconcile import reconcile as run
         from .render import output_format as chosen_format
 
-        findings = _with_optional_db(run, backend(), dry_run)
+        findings = with_db(run, optional=True)(backend(), dry_run)
         if not findings and chosen_format() == "table":
             emit_message("Index, metadata, disks and attachments agree.")
             return

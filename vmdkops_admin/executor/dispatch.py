@@ -70,8 +70,7 @@ class Dispatcher:
         with self._engines_guard:
             engine = self._engines.get(key)
             if engine is None:
-                for old in [k for k in self._engines if k == state.url or
-                            (isinstance(k, tuple) and k[0] == state.url)]:
+                for old in [k for k in self._engines if isinstance(k, tuple) and k[0] == state.url]:
                     self._engines.pop(old).dispose()
                 engine = self._engines[key] = db.connect(state.url, state.location)
             return engine

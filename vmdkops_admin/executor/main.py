@@ -90,23 +90,12 @@ def ensure_local_credential(backend, paths):
 
 def reconcile_at_start(backend, log):
     """Finish or undo what a crash interrupted before serving anyone."""
-    from sqlalchemy.orm import Session
-
-    from .. import config
+    from ..config import run_in_transaction
     from ..errors import VmdkopsError
     from ..reconcile import reconcile
 
-    state = config.detect()
     try:
-        if state.mode is config.Mode.NOT_CONFIGURED:
-            findings = reconcile(None, backend)
-        else:
-            engine = config.connect(state)
-            try:
-                with Session(engine) as session:
-                    findings = reconcile(session, backend)
-            finally:
-                engine.dispose()
+        findings = run_in_transaction(reconcile, backend, optional=True)
     except VmdkopsError as exc:
         log.warning("reconcile at start skipped: %s", exc)
         return
