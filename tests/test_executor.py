@@ -331,3 +331,47 @@ def test_force_detach_for_a_vm_without_vmgroup(executor, admin, configured):
     executor.ok("VM1", "detach", "stuck@DS1")
     admin.ok("config rm --local --no-backup --confirm")
     assert executor.ok("VM1", "get", "stuck")["status"] == "detached"
+
+
+def test_sigterm_finishes_in_flight_requests_and_declines_new_ones(executor):
+    """A slow create (an eager-zeroed disk) in flight when SIGTERM comes finishes;
+    a request that arrives meanwhile is declined; then the service exits."""
+    import signal
+    import threading
+    import time
+
+    result = {}
+    slow = threading.Thread(target=lambda: result.setdefault("reply", executor.call(
+        "VM1", "create", "slow", {"size": "1500mb", "diskformat": "eagerzeroedthick"})))
+    slow.start()
+    time.sleep(0.3)
+    executor.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert executor.err("VM1", "list") == "Service is being stopped: operation declined!"
+    slow.join(timeout=120)
+    assert result["reply"] is None
+    assert executor.process.wait(timeout=30) == 0
+    assert not os.path.exists(executor.socket)
+    executor.start()
+    assert executor.ok("VM1", "get", "slow")["capacity"]["allocated"] == "1GB"
+
+
+def test_status_of_the_running_service(executor, admin, home):
+    from vmdkops_admin import __version__
+
+    lines = admin.ok("status").splitlines()
+    assert "Status: Running" in lines and f"Pid: {executor.process.pid}" in lines
+    assert f"Port: unix:{executor.socket}" in lines and f"Version: {__version__}" in lines
+
+
+def test_this_machines_credential_is_written_at_first_start(executor, home):
+    import socket
+    import stat
+
+    from plugin import protocol
+
+    path = home / "local-vm.credential"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    message = protocol.request("create", "mine", None, path.read_text().strip())
+    assert protocol.call(protocol.unix_connector(executor.socket), message) is None
+    assert executor.ok("VM1", "get", "mine@datastore1")["created by VM"] == socket.gethostname()
