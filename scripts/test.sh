@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup-env.sh
 
-apt_install postgresql qemu-utils
+apt_install postgresql qemu-utils docker.io busybox-static xfsprogs
 python_venv ".[test]"
 
 exec "$VENV/bin/python" -m pytest "$@"

@@ -192,3 +192,34 @@ def executor(home, inventory):
     yield running
     running.stop()
     release_loops(home)
+
+
+# -- Docker hosts ---------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def busybox_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("busybox"))
+
+
+@pytest.fixture
+def docker_host(executor, busybox_dir):
+    """A factory of Docker hosts (dockerd + plugin) acting as inventory VMs."""
+    from docker_env import DockerHost, docker_client
+
+    if shutil.which("dockerd") is None or docker_client() is None:
+        missing("dockerd (Debian package docker.io; scripts/test.sh installs it)")
+    if not os.path.exists("/bin/busybox"):
+        missing("busybox (Debian package busybox-static)")
+    hosts = []
+
+    def make(vm_name="VM1"):
+        host = DockerHost(executor, vm_name)
+        hosts.append(host)
+        host.start_dockerd()
+        host.import_busybox(busybox_dir)
+        host.start_plugin()
+        return host
+
+    yield make
+    for host in hosts:
+        host.stop()

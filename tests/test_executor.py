@@ -259,14 +259,6 @@ def test_attach_rules(executor, admin):
     executor.ok("VM1", "remove", "shared")  # a retried remove of a volume that is gone
 
 
-def test_read_only_volumes_attach_read_only(executor):
-    executor.ok("VM1", "create", "ro", {"size": "10mb", "access": "read-only"})
-    device = executor.ok("VM1", "attach", "ro")["Device"]
-    ro = open(f"/sys/block/{os.path.basename(device)}/ro").read().strip()
-    executor.ok("VM1", "detach", "ro")
-    assert ro == "1"
-
-
 def test_sixty_volumes_per_vm(executor):
     """4 controllers x 15 units (unit 7 reserved); the 61st is refused."""
     units = []

@@ -299,9 +299,7 @@ class Request:
         if holder and holder[0] != self.vm.uuid:
             raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to "
                                f"VM {self._vm_name(holder[0])}")
-        vol_opts = meta.get("volOpts") or {}
-        device = self.backend.attach(self.vm, self.descriptor,
-                                     read_only=vol_opts.get("access") == "read-only")
+        device = self.backend.attach(self.vm, self.descriptor)
         crashpoint("attach:device")
         meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
                      "attachedVMName": self.vm.name, "attachedVMDevice": device})

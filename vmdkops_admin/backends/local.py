@@ -341,7 +341,7 @@ class LocalBackend(Backend):
                 return ds, file_name[:-len(".vmdk")]
         return None, None
 
-    def attach(self, vm, descriptor, read_only=False):
+    def attach(self, vm, descriptor):
         """Attach to ``vm``: the same VM again gets its existing slot; a disk
         on another VM is refused before anything changes."""
         path = os.path.realpath(descriptor)
@@ -360,10 +360,12 @@ class LocalBackend(Backend):
                 used.setdefault(disk["bus"], set()).add(disk["unit"])
             used.setdefault(0, set())
             bus, unit, _ = pvscsi.place(used)
-            device = _losetup(["--find", "--show"] + (["--read-only"] if read_only else []) + [extent])
+            # Read-write, as ESX attaches: a read-only volume is mounted read-only
+            # by the guest (which must format it at create first).
+            device = _losetup(["--find", "--show", extent])
             crashpoint("attach:losetup")
             disk = {"path": path, "extent": os.path.realpath(extent), "bus": bus, "unit": unit,
-                    "device": device, "read_only": read_only}
+                    "device": device}
             disks.append(disk)
             return _device_info(disk)
 

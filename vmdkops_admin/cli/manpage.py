@@ -101,21 +101,36 @@ def _main_page(cli):
     return "\n".join(lines) + "\n"
 
 
-def _service_page():
-    """``vmdk-opsd(1)`` from the service's own argument parser."""
-    from ..executor.main import build_parser
+SERVICES = {
+    "vmdk-opsd": ("the vmdkops executor", "vmdkops_admin.executor.main",
+                  "It runs in the foreground (for systemd), writes its pid to "
+                  "$VMDKOPS_HOME/run/vmdk-opsd.pid and its listeners to "
+                  "$VMDKOPS_HOME/run/vmdk-opsd.json, logs to $VMDKOPS_HOME/log/vmdk_ops.log "
+                  "as $VMDKOPS_HOME/log_config.json says, reconciles the index with the disks "
+                  "when it starts, and on SIGTERM finishes the requests in flight and declines "
+                  "new ones before it exits."),
+    "vsphere-storage-for-docker": (
+        "the Docker volume plugin", "plugin.config",
+        "Settings come from the JSON config file (keys as in the original: Driver, LogPath, "
+        "MaxLogSizeMb, MaxLogFiles, LogLevel, GroupID; and MountRoot, SocketDir, ExecutorSocket, "
+        "ExecutorTcp, ExecutorCaFile, CredentialFile, Devices, DockerSocket), then the "
+        "environment (VDVS_LOG_LEVEL, VDVS_SOCKET_GID), then these options. Unknown keys are "
+        "warned about. Volumes are mounted at MountRoot/vol@datastore. After a restart the "
+        "plugin rebuilds its mount counts from Docker and /proc/mounts before it removes, "
+        "mounts or unmounts anything."),
+}
 
-    parser = build_parser()
-    lines = _header("vmdk-opsd", "the vmdkops executor")
-    lines += [".SH SYNOPSIS", "\\fBvmdk\\-opsd\\fR [\\fIOPTIONS\\fR]", ".SH DESCRIPTION",
-              _paragraphs(parser.description),
-              _paragraphs("It runs in the foreground (for systemd), writes its pid to "
-                          "$VMDKOPS_HOME/run/vmdk-opsd.pid and its listeners to "
-                          "$VMDKOPS_HOME/run/vmdk-opsd.json, logs to $VMDKOPS_HOME/log/vmdk_ops.log "
-                          "as $VMDKOPS_HOME/log_config.json says, reconciles the index with the "
-                          "disks when it starts, and on SIGTERM finishes the requests in flight "
-                          "and declines new ones before it exits."),
-              ".SH OPTIONS"]
+
+def _service_page(name):
+    """The page of a service from its own argument parser."""
+    import importlib
+
+    summary, module, details = SERVICES[name]
+    module = importlib.import_module(module)
+    parser = module.build_parser() if hasattr(module, "build_parser") else module.parser()
+    lines = _header(name, summary)
+    lines += [".SH SYNOPSIS", f"\\fB{_escape(name)}\\fR [\\fIOPTIONS\\fR]", ".SH DESCRIPTION",
+              _paragraphs(parser.description), _paragraphs(details), ".SH OPTIONS"]
     for action in parser._actions:
         if not action.option_strings:
             continue
@@ -129,7 +144,8 @@ def _service_page():
 
 def pages(cli):
     """File name -> roff text for every page."""
-    result = {f"{PROG}.1": _main_page(cli), "vmdk-opsd.1": _service_page()}
+    result = {f"{PROG}.1": _main_page(cli)}
+    result.update({f"{name}.1": _service_page(name) for name in SERVICES})
     for name, command in cli.commands.items():
         if isinstance(command, click.Group):
             result[f"{PROG}-{name}.1"] = _group_page(name, command)

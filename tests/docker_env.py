@@ -1,0 +1,186 @@
+"""Docker hosts for the end-to-end tests: a private ``dockerd`` per host (its
+own data root, socket and containerd namespaces), a local busybox image, and
+the vsphere plugin of that host, which talks to the test's vmdk-opsd with the
+credential of the host's VM. Everything is stopped by pid afterwards.
+
+Docker finds legacy plugins in the one folder /run/docker/plugins and lists
+the volumes of every plugin it finds there, so each dockerd runs in a mount
+namespace of its own where that folder shows only its host's plugin socket.
+The host's mount root is a shared mount, so what the plugin (outside) mounts
+there is seen by its dockerd (inside)."""
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+from executor import REPO
+
+_names = itertools.count(1)
+
+
+def docker_client():
+    """Debian's own client first: it matches its daemon."""
+    for path in ("/usr/bin/docker", shutil.which("docker")):
+        if path and os.path.exists(path):
+            return path
+    return None
+
+
+def busybox_tar(folder):
+    """A tarball of a rootfs with a static busybox and one link per applet."""
+    target = os.path.join(folder, "busybox-rootfs.tar")
+    if os.path.exists(target):
+        return target
+    rootfs = os.path.join(folder, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    os.makedirs(os.path.join(rootfs, "etc"))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", os.path.join(rootfs, "bin", applet))
+    with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    with tarfile.open(target, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    return target
+
+
+class DockerHost:
+    """One "Docker host VM": a dockerd and the plugin with this VM's credential."""
+
+    def __init__(self, executor, vm_name):
+        self.n = next(_names)
+        # Short paths: containerd's sockets live under the exec root.
+        self.dir = tempfile.mkdtemp(prefix=f"vmdkt-dh{self.n}-", dir="/tmp")
+        self.executor = executor
+        self.vm = vm_name
+        self.driver = f"vmdkt{os.getpid()}h{self.n}"
+        self.socket = os.path.join(self.dir, "docker.sock")
+        self.mount_root = os.path.join(self.dir, "mnt")
+        self.plugin_dir = os.path.join(self.dir, "plugins")
+        self.plugin_log = os.path.join(self.dir, "plugin.log")
+        self.dockerd = self.plugin = None
+
+    # -- dockerd ----------------------------------------------------------------------
+
+    def start_dockerd(self):
+        os.makedirs(self.plugin_dir)
+        os.makedirs(self.mount_root)
+        for argv in (["mount", "--bind", self.mount_root, self.mount_root],
+                     ["mount", "--make-shared", self.mount_root]):
+            subprocess.run(argv, check=True, capture_output=True)
+        argv = ["unshare", "--mount", "--propagation", "slave", "sh", "-c",
+                'mkdir -p /run/docker/plugins && mount --bind "$0" /run/docker/plugins && exec "$@"',
+                self.plugin_dir, "dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+                "--data-root", os.path.join(self.dir, "data"), "--exec-root", os.path.join(self.dir, "exec"),
+                "-H", f"unix://{self.socket}", "--pidfile", os.path.join(self.dir, "docker.pid"),
+                "--containerd-namespace", f"vmdkt{self.n}", "--containerd-plugins-namespace",
+                f"vmdkt{self.n}p"]
+        for driver in ("overlay2", "vfs"):
+            with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
+                self.dockerd = subprocess.Popen(argv + ["--storage-driver", driver], stdout=out,
+                                                stderr=subprocess.STDOUT)
+            if self._wait(lambda: self.docker("info", check=False).returncode == 0, 30):
+                return self
+            self.stop_dockerd()
+        raise RuntimeError(f"dockerd did not start; see {self.dir}/dockerd.log")
+
+    def import_busybox(self, workdir):
+        tar = busybox_tar(workdir)
+        self.docker("import", "-c", 'CMD ["/bin/sh"]', tar, "local/busybox")
+
+    def stop_dockerd(self, sig=signal.SIGTERM):
+        if self.dockerd and self.dockerd.poll() is None:
+            self.dockerd.send_signal(sig)
+            try:
+                self.dockerd.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+                self.dockerd.wait()
+
+    def docker(self, *args, check=True, input_bytes=None, timeout=180):
+        result = subprocess.run([docker_client(), "-H", f"unix://{self.socket}", *args],
+                                capture_output=True, input=input_bytes, timeout=timeout)
+        result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def run(self, volume_args, command, check=True, *extra):
+        return self.docker("run", "--rm", "--network", "none", *extra, *volume_args, "local/busybox",
+                           "sh", "-c", command, check=check)
+
+    # -- the plugin ------------------------------------------------------------------
+
+    def start_plugin(self):
+        credential = os.path.join(self.dir, "credential")
+        with open(credential, "w") as f:
+            f.write(self.executor.token(self.vm))
+        config = os.path.join(self.dir, "plugin.conf")
+        with open(config, "w") as f:
+            f.write('{"LogLevel": "debug"}\n')
+        argv = [sys.executable, "-m", "plugin.main", "--config", config, "--driver", self.driver,
+                "--mount_root", self.mount_root, "--socket_dir", self.plugin_dir, "--executor_socket", self.executor.socket,
+                "--credential_file", credential, "--docker_socket", self.socket,
+                "--log_path", self.plugin_log]
+        start = len(self.read_log())
+        self.plugin = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if not self._wait(lambda: "Refcounting successfully completed" in self.read_log()[start:], 30):
+            raise RuntimeError(f"the plugin did not start: {self.read_log()}")
+        return self
+
+    @property
+    def plugin_socket(self):
+        return os.path.join(self.plugin_dir, f"{self.driver}.sock")
+
+    def stop_plugin(self, sig=signal.SIGTERM):
+        if self.plugin and self.plugin.poll() is None:
+            self.plugin.send_signal(sig)
+            try:
+                self.plugin.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.plugin.kill()
+                self.plugin.wait()
+
+    def read_log(self):
+        try:
+            with open(self.plugin_log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_has(self, text):
+        return text in self.read_log()
+
+    def mounted(self):
+        """Mount targets under this plugin's mount root (not the root itself)."""
+        with open("/proc/mounts") as f:
+            return [line.split()[1] for line in f if line.split()[1].startswith(self.mount_root + "/")]
+
+    def stop(self):
+        """Stop containers, the daemon and the plugin; unmount what is left under the mount root."""
+        if self.dockerd and self.dockerd.poll() is None:
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+        self.stop_dockerd()
+        self.stop_plugin()
+        for target in self.mounted() + [self.mount_root]:
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def _wait(predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return False

@@ -1,0 +1,116 @@
+"""The plugin's parts that need no Docker: standard library only, its
+configuration, the ESX device computation over a fake /sys, the executor
+client's retries, and /proc/mounts parsing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from plugin import config as configuration
+from plugin.client import Client, ExecutorError
+from plugin.devices import DeviceNotFound, EsxDevices, LocalDevices
+from plugin.fs import label_for, mounted
+
+
+def test_plugin_imports_only_the_standard_library():
+    code = ("import sys\n"
+            "before = set(sys.modules)\n"
+            "import plugin.main, plugin.server, plugin.driver, plugin.client, plugin.fs\n"
+            "import plugin.devices, plugin.docker_api, plugin.config, plugin.protocol\n"
+            "added = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+            "print(sorted(added - set(sys.stdlib_module_names) - {'plugin'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_config_precedence_and_unknown_keys(tmp_path):
+    path = tmp_path / "conf"
+    path.write_text(json.dumps({"driver": "fromfile", "LogLevel": "debug", "GroupID": "docker",
+                                "MaxLogSizeMb": 5, "Bogus": 1}))
+    flags = configuration.parser().parse_args(["--driver", "fromflag"])
+    config = configuration.load(str(path), environ={"VDVS_LOG_LEVEL": "warn", "VDVS_SOCKET_GID": "42"},
+                                flags=flags)
+    assert (config.Driver, config.LogLevel, config.GroupID, config.MaxLogSizeMb) == (
+        "fromflag", "warn", "42", 5)
+    assert config.warnings == ["Unknown key 'Bogus' in " + str(path) + " is ignored"]
+    assert config.socket_path == "/run/docker/plugins/fromflag.sock"
+
+
+def test_config_defaults_and_errors(tmp_path):
+    config = configuration.load(str(tmp_path / "missing"), environ={})
+    assert (config.Driver, config.MaxLogSizeMb, config.MaxLogAgeDays, config.MaxLogFiles,
+            config.LogPath) == ("vsphere", 10, 28, 10, "/var/log/vsphere-storage-for-docker.log")
+    (tmp_path / "bad").write_text("{not json")
+    with pytest.raises(configuration.ConfigError, match="Failed to load config file"):
+        configuration.load(str(tmp_path / "bad"), environ={})
+    (tmp_path / "level").write_text('{"LogLevel": "chatty"}')
+    with pytest.raises(configuration.ConfigError, match='not a valid level: "chatty"'):
+        configuration.load(str(tmp_path / "level"), environ={})
+    (tmp_path / "old").write_text('{"Driver": "vmdk"}')
+    assert configuration.load(str(tmp_path / "old"), environ={}).Driver == "vsphere"
+
+
+@pytest.fixture
+def fake_sys(tmp_path):
+    bridge = tmp_path / "sys" / "bus" / "pci" / "devices" / "0000:00:15.0" / "pci_bus"
+    (bridge / "0000:03").mkdir(parents=True)
+    (bridge / "0000:04").mkdir()
+    return EsxDevices(str(tmp_path / "sys"), str(tmp_path / "dev"))
+
+
+def test_esx_device_from_bus_and_unit(fake_sys, tmp_path):
+    reply = {"Unit": "8", "ControllerPciSlotNumber": "160", "ControllerPciBusNumber": "15.0"}
+    assert fake_sys.path(reply) == str(tmp_path / "dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:8:0")
+
+
+def test_esx_device_from_disk_uuid(fake_sys, tmp_path):
+    reply = {"Unit": "0", "ControllerPciBusNumber": "15.0",
+             "DiskUuid": "60 00 C2 9a 6e 4b 7f 3b-3d 3b 0a 2c 4e 1d 3c 5f"}
+    assert fake_sys.path(reply) == str(tmp_path / "dev/disk/by-id/wwn-0x6000c29a6e4b7f3b3d3b0a2c4e1d3c5f")
+
+
+@pytest.mark.parametrize("reply", [{"Unit": "0", "ControllerPciBusNumber": "99.0"}, {"Unit": "x"},
+                                   {}, None, []])
+def test_esx_device_not_found(fake_sys, reply):
+    with pytest.raises(DeviceNotFound, match="Device not found"):
+        fake_sys.path(reply)
+
+
+def test_local_device():
+    assert LocalDevices().path({"Device": "/dev/loop7"}) == "/dev/loop7"
+    with pytest.raises(DeviceNotFound):
+        LocalDevices().path({"Device": "../etc/passwd"})
+
+
+def test_client_retries_transport_failures(tmp_path):
+    credential = tmp_path / "credential"
+    credential.write_text("token\n")
+    config = configuration.Config(ExecutorSocket=str(tmp_path / "nosuch.sock"),
+                                  CredentialFile=str(credential))
+    sleeps = []
+    with pytest.raises(ExecutorError) as caught:
+        Client(config, sleep=sleeps.append).run("list")
+    assert sleeps == [1] * 5
+    assert str(caught.value).startswith("Run 'list' failed: No such file or directory (errno=2)")
+    config.CredentialFile = str(tmp_path / "none")
+    with pytest.raises(ExecutorError, match="No VM credential"):
+        Client(config, sleep=sleeps.append).run("list")
+
+
+def test_labels_fit_the_filesystem():
+    assert label_for("a-very-long-volume-name", "xfs") == "a-very-long-"
+    assert label_for("a-very-long-volume-name", "ext4") == "a-very-long-volu"
+
+
+def test_proc_mounts_parsing(tmp_path):
+    proc = tmp_path / "mounts"
+    proc.write_text("/dev/loop3 /mnt/vmdk/v1@DS1 ext4 rw 0 0\n"
+                    "/dev/loop4 /mnt/vmdk/with\\040space@DS1 xfs ro 0 0\n"
+                    "/dev/loop5 /mnt/vmdk/deeper/v2 ext4 rw 0 0\n"
+                    "/dev/sda1 / ext4 rw 0 0\n")
+    assert mounted("/mnt/vmdk/", str(proc)) == {"v1@DS1": "/dev/loop3", "with space@DS1": "/dev/loop4"}
