@@ -183,7 +183,10 @@ class Driver:
     # -- Path, Get, List ------------------------------------------------------------------
 
     def path(self, name):
-        return self.mountpoint(name)
+        """Where the volume is mounted, '' while it is not (no executor call)."""
+        full = name if name in self.counts else next(
+            (f for f in self.counts if f.rpartition("@")[0] == name), None)
+        return self.mountpoint(full) if full else ""
 
     def get(self, name):
         meta = self._get(name)

@@ -182,10 +182,49 @@ def test_protocol(docker_host):
     status, _, body = post(host, "/VolumeDriver.Get", b'{"Name": "nosuch"}')
     assert status == 500 and json.loads(body)["Err"].startswith("Volume nosuch not found")
     status, _, body = post(host, "/VolumeDriver.Path", b'{"Name": "implicit@DS1"}')
+    assert json.loads(body)["Mountpoint"] == ""  # not mounted
+    status, _, body = post(host, "/VolumeDriver.Mount", b'{"Name": "implicit", "ID": "m1"}')
     assert json.loads(body)["Mountpoint"] == f"{host.mount_root}/implicit@DS1/"
+    for name in (b"implicit", b"implicit@DS1"):
+        status, _, body = post(host, "/VolumeDriver.Path", b'{"Name": "' + name + b'"}')
+        assert json.loads(body)["Mountpoint"] == f"{host.mount_root}/implicit@DS1/"
+    status, _, body = post(host, "/VolumeDriver.Unmount", b'{"Name": "implicit", "ID": "m1"}')
+    assert status == 200 and host.mounted() == []
     import os
     import stat
     mode = os.stat(host.plugin_socket)
     assert stat.S_IMODE(mode.st_mode) == 0o660
     host.stop_plugin()
     assert host.plugin.returncode == 0 and not os.path.exists(host.plugin_socket)
+
+
+def test_nothing_is_removed_before_recovery(executor, tmp_path):
+    """While Docker does not answer, recovery waits and Remove is refused."""
+    import os
+    import subprocess
+    import sys
+
+    from executor import REPO
+
+    (tmp_path / "docker.sock").write_text("")  # there, but nobody answers: Docker is starting
+    credential = tmp_path / "credential"
+    credential.write_text(executor.token("VM1"))
+    driver = f"vmdkt{os.getpid()}init"
+    plugin = subprocess.Popen(
+        [sys.executable, "-m", "plugin.main", "--config", str(tmp_path / "none.conf"),
+         "--driver", driver, "--socket_dir", str(tmp_path), "--mount_root", str(tmp_path / "mnt"),
+         "--executor_socket", executor.socket, "--credential_file", str(credential),
+         "--docker_socket", str(tmp_path / "docker.sock"), "--log_path", str(tmp_path / "log")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        host = type("Host", (), {"plugin_socket": str(tmp_path / f"{driver}.sock")})()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(host.plugin_socket) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, _, body = post(host, "/VolumeDriver.Remove", b'{"Name": "v1"}')
+        assert (status, json.loads(body)["Err"]) == (
+            500, "Plugin initialization in progress. Cannot remove volume=v1")
+        assert "Refcounting failed" in (tmp_path / "log").read_text()
+    finally:
+        plugin.terminate()
+        plugin.wait(timeout=30)
