@@ -32,8 +32,9 @@ def _volume_name(backend, descriptor):
     return f"{volume}@{datastore.name}" if datastore else descriptor
 
 
-def reconcile(session, backend, dry_run=False):
-    """Findings, in the order they were dealt with. ``session`` is None without a config DB."""
+def reconcile(session, backend, dry_run=False, adopt=False):
+    """Findings, in the order they were dealt with. ``session`` is None without
+    a config DB. ``adopt`` first gives our metadata to the original VDVS's volumes."""
     findings = []
 
     def found(volume, problem, action):
@@ -41,6 +42,10 @@ def reconcile(session, backend, dry_run=False):
                                 else action))
         return not dry_run and action != "reported"
 
+    if adopt:
+        from .legacy import adopt as adopt_volumes
+
+        adopt_volumes(backend, dry_run, found)
     _attachments(backend, found)
     if session is not None:
         _index(session, backend, found)
@@ -108,6 +113,15 @@ def _indexed_disk(session, backend, row, descriptor, meta, full, found):
             return
         if found(full, "create was interrupted after the disk was made", "finished"):
             row.state = "ready"
+    if meta is not None and not row.options and meta.get("volOpts") and found(
+            full, "index has no options (an imported record)", "filled from metadata"):
+        row.options = meta["volOpts"]
+        row.created = row.created or _created(meta.get("created"))
+        row.created_by = row.created_by or meta.get("created-by")
+    capacity_mb = -(-backend.disk_info(descriptor)[0] // (1024 * 1024))
+    if row.size_mb != capacity_mb and found(
+            full, f"index says {row.size_mb} MB, the disk has {capacity_mb} MB", "size corrected"):
+        row.size_mb = capacity_mb
     holder = backend.attached_to(descriptor)
     attached = holder[0] if holder else None
     if row.attached_vm_uuid != attached and found(

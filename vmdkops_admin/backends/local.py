@@ -20,6 +20,8 @@ from ..paths import DOCKVOLS
 from . import Backend, Datastore, VirtualMachine, pvscsi, vmdkfile
 
 DEFAULT_DATASTORE = "datastore1"
+# Extents, snapshot deltas and change-tracking files sit beside descriptors.
+_NOT_A_VOLUME = re.compile(r"-(flat|delta|ctk|digest|\d{6})\.vmdk$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -281,7 +283,7 @@ class LocalBackend(Backend):
         folders += [(e.name, e.path, None) for e in entries if e.is_dir(follow_symlinks=False)]
         for vmgroup_uuid, folder, names in folders:
             for name in sorted(names if names is not None else os.listdir(folder)):
-                if name.endswith(".vmdk") and not name.endswith("-flat.vmdk"):
+                if name.endswith(".vmdk") and not _NOT_A_VOLUME.search(name):
                     yield vmgroup_uuid, name[:-len(".vmdk")], folder + os.sep + name
 
     # -- attach and detach: a PVSCSI slot on the VM and a loop device ---------------

@@ -2,8 +2,33 @@
 
 import click
 
-from .options import backend, command, group
-from .render import emit_message
+from .options import backend, command, group, output_format_option
+from .render import emit_message, output_format, table
+
+COUNT_COLUMNS = ("table", "read", "imported", "skipped")
+
+
+def _emit_import_report(path, report, dry_run):
+    if output_format() == "json":
+        import json
+
+        click.echo(json.dumps({
+            "version": report.version, "dry_run": dry_run, "tables": report.counts(),
+            "skipped": [{"table": t, "row": row, "reason": reason} for t, row, reason in report.skipped],
+            "notes": report.notes}))
+        return
+    from ..legacy import _row_text
+
+    lines = [("Dry run, nothing was changed: " if dry_run else "Imported ")
+             + f"VDVS auth-db {path} (schema {report.version})", "",
+             table(["Table", "Read", "Imported", "Skipped"],
+                   [[str(c[k]) for k in COUNT_COLUMNS] for c in report.counts()])]
+    if report.skipped:
+        lines += ["", "Not imported:", table(["Table", "Row", "Reason"],
+                                             [[t, _row_text(row), reason] for t, row, reason in report.skipped])]
+    if report.notes:
+        lines += ["", "Notes:"] + [f"- {note}" for note in report.notes]
+    click.echo("\n".join(lines))
 
 
 def register(cli):
@@ -48,6 +73,28 @@ def register(cli):
         from .. import config as lib
 
         emit_message(lib.upgrade())
+
+    @command(config, "import", "Import the vmgroups, VMs, privileges and volume records of an "
+             "original VDVS auth-db (schema 1.0, 1.1 or 1.2); the file is only read")
+    @click.option("--from-vdvs", "path", required=True, metavar="PATH",
+                  help="The original's auth-db file (e.g. a copy of /etc/vmware/vmdkops/auth-db)")
+    @click.option("--dry-run", is_flag=True, help="Print the report and change nothing")
+    @click.option("--merge", is_flag=True,
+                  help="Import into a DB that has vmgroups already; clashing rows are reported "
+                       "and skipped, never overwritten")
+    @output_format_option
+    def import_(path, dry_run, merge, output_format):
+        from .. import config as lib
+        from ..legacy import import_auth_db
+
+        def run(session):
+            report = import_auth_db(session, backend(), path, merge, dry_run)
+            if dry_run:
+                session.rollback()
+            return report
+
+        report = lib.run_in_transaction(run)
+        _emit_import_report(path, report, dry_run)
 
     @command(config, "status", "Show the status of the Config DB")
     def status():

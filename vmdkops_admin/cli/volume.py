@@ -110,12 +110,15 @@ def register(cli):
     @command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "
              "agreement; repair what is safe, report the rest")
     @click.option("--dry-run", is_flag=True, help="Only say what would be done")
+    @click.option("--adopt", is_flag=True,
+                  help="Also adopt volumes made by the original VDVS: give them our metadata "
+                       "from theirs (kept) and index them")
     @output_format_option
-    def reconcile(dry_run, output_format):
+    def reconcile(dry_run, adopt, output_format):
         from ..reconcile import reconcile as run
         from .render import output_format as chosen_format
 
-        findings = with_db(run, optional=True)(backend(), dry_run)
+        findings = with_db(run, optional=True)(backend(), dry_run, adopt)
         if not findings and chosen_format() == "table":
             emit_message("Index, metadata, disks and attachments agree.")
             return

@@ -1,0 +1,292 @@
+"""Bringing an original VDVS installation over: its auth-db (SQLite, schema
+1.0, 1.1 or 1.2, spec esx-service §11) imported into the config DB, and its
+volumes' metadata (the space-padded side-cars of spec §9) adopted.
+
+The legacy file is opened read-only. Each row is imported or reported with
+the reason it was not; the original never enforced foreign keys, so orphans
+are expected. The import is one transaction: a failure changes nothing."""
+
+import json
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
+from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
+from .errors import InvalidArgument, VmdkopsError
+
+VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
+LEGACY_DEFAULT_URL = "_DEFAULT_URL"
+TABLES = ("tenants", "vms", "privileges", "volumes")
+
+
+@dataclass
+class Report:
+    version: str = ""
+    read: dict = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    imported: dict = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    skipped: list = field(default_factory=list)   # (table, row, reason)
+    notes: list = field(default_factory=list)     # changes made to rows that were imported
+
+    def skip(self, table, row, reason):
+        self.skipped.append((table, row, reason))
+
+    def counts(self):
+        return [{"table": t, "read": self.read[t], "imported": self.imported[t],
+                 "skipped": sum(1 for s in self.skipped if s[0] == t)} for t in TABLES]
+
+
+def read_legacy(path):
+    """(version, {table: [row dicts]}) of a legacy auth-db, opened read-only."""
+    if not os.path.isfile(path):
+        raise InvalidArgument(f"No VDVS auth-db at {path}")
+    try:
+        connection = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise VmdkopsError(f"Cannot open {path}: {exc}") from None
+    connection.row_factory = sqlite3.Row
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"tenants", "vms", "privileges"} <= tables:
+            raise VmdkopsError(f"{path} is not a VDVS auth-db (tables: {', '.join(sorted(tables)) or 'none'})")
+        version = "1.0"
+        if "versions" in tables:
+            row = connection.execute("SELECT major_ver, minor_ver FROM versions WHERE id = 0").fetchone()
+            if row is not None:
+                version = f"{row[0]}.{row[1]}"
+        if version not in ("1.0", "1.1", "1.2"):
+            raise VmdkopsError(f"{path} has auth-db schema version {version}; versions 1.0, 1.1 and "
+                               "1.2 can be imported")
+        rows = {table: [dict(r) for r in connection.execute(f"SELECT * FROM {table}")]
+                if table in tables else [] for table in TABLES}
+    except sqlite3.Error as exc:
+        raise VmdkopsError(f"Cannot read {path}: {exc}") from None
+    finally:
+        connection.close()
+    return version, rows
+
+
+def _url_matcher(backend):
+    """Legacy datastore URL -> this inventory's URL (None when it is gone)."""
+    def key(url):
+        url = url or ""
+        return url[len("ds://"):].rstrip("/") if url.startswith("ds://") else url.rstrip("/")
+
+    known = {key(ds.url): ds.url for ds in backend.datastores()}
+
+    def match(url):
+        if url in (VM_DS_URL, ALL_DS_URL):
+            return url
+        return known.get(key(url))
+    return match
+
+
+def _mb(value):
+    return None if not value else int(value)
+
+
+def _row_text(row):
+    return ", ".join(f"{k}={v!r}" for k, v in row.items())
+
+
+def import_auth_db(session, backend, path, merge=False, dry_run=False):
+    """Import a legacy auth-db into the open config DB session; the report."""
+    from sqlalchemy import func, select
+
+    from .db.models import Privilege, Vm, VmGroup, Volume
+    from .vmgroup import validate_name
+
+    version, legacy = read_legacy(path)
+    report = Report(version=version)
+    for table in TABLES:
+        report.read[table] = len(legacy[table])
+    match = _url_matcher(backend)
+
+    existing = session.scalars(select(VmGroup)).all()
+    pristine = (len(existing) == 1 and existing[0].name == DEFAULT_VMGROUP and not existing[0].vms
+                and not session.scalar(select(func.count(Volume.id))))
+    if existing and not pristine and not merge:
+        raise VmdkopsError("The config DB already has vmgroups; use --merge to import into it "
+                           "(clashing rows are reported, never overwritten)")
+    if pristine and not merge:
+        session.delete(existing[0])
+        session.flush()
+        existing = []
+    names = {g.name for g in session.scalars(select(VmGroup))}
+    uuids = {g.uuid for g in session.scalars(select(VmGroup))}
+    members = {vm.uuid for vm in session.scalars(select(Vm))}
+
+    # 1.0 gave _DEFAULT a random uuid; 1.1 fixed it (the original's offline step).
+    remap = {}
+    for tenant in legacy["tenants"]:
+        if tenant["name"] == DEFAULT_VMGROUP and tenant["id"] != DEFAULT_VMGROUP_UUID:
+            remap[tenant["id"]] = DEFAULT_VMGROUP_UUID
+            report.notes.append(f"_DEFAULT's uuid {tenant['id']} becomes {DEFAULT_VMGROUP_UUID}")
+
+    groups = {}  # legacy tenant id -> VmGroup
+    for tenant in legacy["tenants"]:
+        group_uuid = remap.get(tenant["id"], tenant["id"])
+        name = tenant["name"]
+        try:
+            validate_name(name)
+        except InvalidArgument as exc:
+            report.skip("tenants", tenant, str(exc))
+            continue
+        if name in names or group_uuid in uuids:
+            report.skip("tenants", tenant, f"vmgroup {name} (or its uuid) exists already")
+            continue
+        url = tenant.get("default_datastore_url") or VM_DS_URL
+        matched = match(url)
+        if matched is None:
+            report.notes.append(f"vmgroup {name}: default datastore {url} is not in the "
+                                "inventory; _VM_DS is used instead")
+            matched = VM_DS_URL
+        group = VmGroup(uuid=group_uuid, name=name, description=tenant.get("description") or "",
+                        default_datastore_url=matched)
+        session.add(group)
+        groups[tenant["id"]] = group
+        names.add(name)
+        uuids.add(group_uuid)
+        report.imported["tenants"] += 1
+
+    inventory_names = {vm.uuid.lower(): vm.name for vm in backend.vms()}
+    for vm in legacy["vms"]:
+        group = groups.get(vm["tenant_id"])
+        vm_uuid = str(vm["vm_id"] or "").lower()
+        if group is None:
+            report.skip("vms", vm, f"its vmgroup {vm['tenant_id']} was not imported or does not exist")
+        elif not vm_uuid:
+            report.skip("vms", vm, "no VM uuid")
+        elif vm_uuid in members:
+            report.skip("vms", vm, "the VM is in a vmgroup already")
+        else:
+            group.vms.append(Vm(uuid=vm_uuid, name=vm.get("vm_name") or inventory_names.get(vm_uuid)))
+            members.add(vm_uuid)
+            report.imported["vms"] += 1
+
+    seen = set()
+    for privilege in legacy["privileges"]:
+        group = groups.get(privilege["tenant_id"])
+        url = privilege["datastore_url"]
+        if group is None:
+            report.skip("privileges", privilege,
+                        f"its vmgroup {privilege['tenant_id']} was not imported or does not exist")
+            continue
+        if url == LEGACY_DEFAULT_URL:
+            # 1.1 -> 1.2: _DEFAULT's legacy privilege becomes full access to _ALL_DS.
+            report.notes.append(f"{group.name}: the legacy _DEFAULT_URL privilege becomes _ALL_DS")
+            url, privilege = ALL_DS_URL, dict(privilege, allow_create=1, max_volume_size=0, usage_quota=0)
+        matched = match(url)
+        if matched is None:
+            report.skip("privileges", privilege, f"datastore {url} is not in the inventory")
+            continue
+        if (group.uuid, matched) in seen:
+            report.skip("privileges", privilege, "a privilege for this datastore was imported already")
+            continue
+        seen.add((group.uuid, matched))
+        group.privileges.append(Privilege(
+            datastore_url=matched, allow_create=bool(privilege.get("allow_create")),
+            max_volume_size=_mb(privilege.get("max_volume_size")),
+            usage_quota=_mb(privilege.get("usage_quota"))))
+        report.imported["privileges"] += 1
+    for group in groups.values():
+        # 1.1 -> 1.2: every vmgroup has full access to its default datastore.
+        if (group.uuid, group.default_datastore_url) not in seen:
+            group.privileges.append(Privilege(datastore_url=group.default_datastore_url,
+                                              allow_create=True))
+            seen.add((group.uuid, group.default_datastore_url))
+            report.notes.append(f"{group.name}: full access to its default datastore added")
+    session.flush()
+
+    indexed = set()
+    for volume in legacy["volumes"]:
+        group = groups.get(volume["tenant_id"])
+        matched = match(volume["datastore_url"])
+        key = (volume["tenant_id"], matched, volume["volume_name"])
+        if group is None:
+            report.skip("volumes", volume, f"its vmgroup {volume['tenant_id']} was not imported or does not exist")
+        elif matched is None or matched in (VM_DS_URL, ALL_DS_URL):
+            report.skip("volumes", volume, f"datastore {volume['datastore_url']} is not in the inventory")
+        elif key in indexed:
+            report.skip("volumes", volume, "a duplicate of a volume row imported already")
+        elif not volume["volume_name"] or re.search(r"[/\\\x00]", volume["volume_name"]):
+            report.skip("volumes", volume, "not a valid volume name")
+        else:
+            indexed.add(key)
+            session.add(Volume(vmgroup_id=group.id, datastore_url=matched, name=volume["volume_name"],
+                               size_mb=int(volume.get("volume_size") or 0), options={}, state="ready"))
+            report.imported["volumes"] += 1
+    session.flush()
+    if not dry_run:
+        _move_default_folders(backend, remap, report)
+    return report
+
+
+def _move_default_folders(backend, remap, report):
+    """Volumes of a 1.0 ``_DEFAULT`` live in ``dockvols/<old uuid>``: they move
+    to the fixed uuid's folder, as the original's offline step did."""
+    for old, new in remap.items():
+        for ds in backend.datastores():
+            source = os.path.join(ds.path, "dockvols", old)
+            target = os.path.join(ds.path, "dockvols", new)
+            if not os.path.isdir(source) or os.path.islink(source):
+                continue
+            if os.path.exists(target):
+                report.notes.append(f"{ds.name}: dockvols/{old} left in place: dockvols/{new} exists")
+                continue
+            os.rename(source, target)
+            link = os.path.join(ds.path, "dockvols", DEFAULT_VMGROUP)
+            if os.path.islink(link):
+                os.unlink(link)
+            os.symlink(new, link)
+            report.notes.append(f"{ds.name}: dockvols/{old} moved to dockvols/{new}")
+
+
+# -- adopting the original's side-cars ------------------------------------------------------
+
+_SIDECARS = re.compile(r'sidecars\s*=\s*"[^,"]*,([^"]+)"')
+
+
+def original_sidecar(descriptor):
+    """The original's side-car of a descriptor: the file its ``sidecars``
+    line names, else a ``<vol>-*.vmfd`` next to it."""
+    folder = os.path.dirname(descriptor)
+    try:
+        with open(descriptor, errors="replace") as f:
+            match = _SIDECARS.search(f.read(64 * 1024))
+    except OSError:
+        return None
+    if match:
+        path = os.path.join(folder, match.group(1).strip())
+        return path if os.path.isfile(path) else None
+    stem = os.path.basename(descriptor)[:-len(".vmdk")]
+    candidates = sorted(name for name in os.listdir(folder)
+                        if name.startswith(stem + "-") and name.endswith(".vmfd"))
+    return os.path.join(folder, candidates[0]) if candidates else None
+
+
+def read_original_metadata(path):
+    """The original's metadata: JSON padded with spaces (invalid JSON: None)."""
+    try:
+        with open(path) as f:
+            meta = json.loads(f.read().strip() or "null")
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def adopt(backend, dry_run, found):
+    """Give our side-car to every disk that has only the original's; the
+    original's is kept. ``found(volume, problem, action)`` as in reconcile."""
+    for ds in backend.datastores():
+        for _, volume, descriptor in list(backend.volume_files(ds)):
+            if backend.read_metadata(descriptor) is not None:
+                continue
+            original = original_sidecar(descriptor)
+            meta = read_original_metadata(original) if original else None
+            if meta is None:
+                continue
+            if found(f"{volume}@{ds.name}", "metadata only in the original VDVS format", "adopted"):
+                backend.write_metadata(descriptor, meta)
