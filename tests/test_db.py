@@ -162,12 +162,12 @@ def test_old_revision_is_refused_until_upgraded(admin, inventory, home, db_kind,
     install_db(home, url, db_kind)
 
     message = admin.err("vmgroup ls")
-    assert "has schema revision 0001, this vmdkops_admin needs revision 0002" in message
+    assert f"has schema revision 0001, this vmdkops_admin needs revision {db.HEAD_REVISION}" in message
     assert message.endswith("Run 'vmdkops_admin config upgrade' to upgrade it.")
     assert admin.err("vmgroup create --name=x --default-datastore=_VM_DS") == message
 
     out = admin.ok("config upgrade")
-    assert out.endswith("from revision 0001 to 0002\n")
+    assert out.endswith(f"from revision 0001 to {db.HEAD_REVISION}\n")
     if db_kind == "sqlite":
         assert len(glob.glob(url[len("sqlite:///"):] + ".bak_rev0001_*")) == 1
     row = [line.split() for line in admin.ok("vmgroup ls").splitlines()][2]
@@ -185,5 +185,5 @@ def test_newer_revision_is_refused(admin, inventory, home, db_kind, url):
     engine.dispose()
     install_db(home, url, db_kind)
     assert admin.err("vmgroup ls").endswith(
-        "has schema revision 9999, which is newer than this vmdkops_admin knows (revision 0002). "
-        "Upgrade vmdkops_admin on this host.")
+        f"has schema revision 9999, which is newer than this vmdkops_admin knows (revision "
+        f"{db.HEAD_REVISION}). Upgrade vmdkops_admin on this host.")

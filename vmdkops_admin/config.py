@@ -7,6 +7,7 @@ the local path links to, or a database URL (PostgreSQL). BrokenLink: the link
 or the URL leads to nothing usable; everything is refused until ``config rm``.
 """
 
+import contextlib
 import enum
 import os
 import shutil
@@ -120,6 +121,34 @@ def run_in_transaction(function, *args, optional=False, **kwargs):
             result = function(session, *args, **kwargs)
             session.commit()
             return result
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def reader():
+    """``query(sql) -> rows`` on the config DB for listings and reports, or
+    None without one: plain SQL through a read-only stdlib connection on
+    SQLite (no SQLAlchemy import, no write lock), SQLAlchemy's core otherwise."""
+    state = detect()
+    if state.mode is Mode.NOT_CONFIGURED:
+        yield None
+        return
+    if state.mode is Mode.BROKEN_LINK:
+        raise broken_link_error(state)
+    if state.url.startswith("sqlite:"):
+        connection = db.sqlite_reader(state.url[len("sqlite:///"):], state.location)
+        try:
+            yield connection.execute
+        finally:
+            connection.close()
+        return
+    from sqlalchemy import text
+
+    engine = connect(state)
+    try:
+        with engine.connect() as connection:
+            yield lambda sql: connection.execute(text(sql))
     finally:
         engine.dispose()
 

@@ -63,9 +63,9 @@ def cli(output_format):
 
 
 def _register():
-    from . import config, host, policy, status, vmgroup, volume
+    from . import config, host, policy, report, status, vmgroup, volume
 
-    for module in (volume, policy, vmgroup, config, host, status):
+    for module in (volume, policy, vmgroup, config, host, report, status):
         module.register(cli)
 
 

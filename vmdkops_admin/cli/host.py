@@ -40,7 +40,7 @@ def register(cli):
         _local_inventory().remove_datastore(name)
         emit_message(f"datastore '{name}' removed")
 
-    @command(datastore, "ls", "List datastores")
+    @command(datastore, "ls", "List datastores", audited=False)
     @output_format_option
     def datastore_ls(output_format):
         import os
@@ -89,7 +89,7 @@ def register(cli):
                                 "replace it (the old one stops working)")
         emit_message(token)
 
-    @command(vm, "ls", "List VMs")
+    @command(vm, "ls", "List VMs", audited=False)
     @output_format_option
     def vm_ls(output_format):
         emit_records(VM_COLUMNS, [{"name": v.name, "uuid": v.uuid, "datastore": v.datastore}

@@ -9,6 +9,10 @@ from .. import __version__
 from ..paths import DEFAULT_HOME
 
 PROG = "vmdkops_admin"
+CRON_EXAMPLE = """\
+*/5 * * * * root vmdkops_admin report usage --output-format prometheus --output /var/lib/node_exporter/textfile_collector/vmdkops.prom
+15 3 * * * root vmdkops_admin report usage --record --keep 90d > /dev/null
+0 8 * * * root vmdkops_admin report usage --threshold 90 > /dev/null"""
 
 
 def _escape(text):
@@ -87,6 +91,13 @@ def _main_page(cli):
         ".TP", "0", "Success.",
         ".TP", "2", "The command failed (an ERROR: line on standard output) or was used wrongly.",
         ".TP", "3", "No command was given; the help of the group that was reached is printed.",
+        ".TP", "4", "report usage \\-\\-threshold: a quota is used at or above the threshold.",
+        ".SH CRON",
+        "Reports are made for cron: they never prompt, write data to standard output or, with "
+        "\\fB\\-\\-output\\fR, to a file replaced atomically, and exit 4 when a quota passes "
+        "\\fB\\-\\-threshold\\fR. The package installs this example as "
+        "share/vmdkops/cron.d/vmdkops\\-report:",
+        ".PP", ".nf"] + [_escape(line) for line in CRON_EXAMPLE.splitlines()] + [".fi",
         ".SH ENVIRONMENT",
         ".TP", "\\fBVMDKOPS_HOME\\fR",
         f"The state root: config DB, inventory, logs and run files (default {_escape(DEFAULT_HOME)}).",

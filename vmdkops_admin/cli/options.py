@@ -35,12 +35,38 @@ class CommandGroup(click.Group):
 def group(name, help_text, parent):
     """A sub-group of ``parent`` whose listing shows the whole help sentence."""
     sub = CommandGroup(name, help=help_text, short_help=help_text)
+    sub.path = getattr(parent, "path", []) + [name]
     parent.add_command(sub)
     return sub
 
 
-def command(parent, name, help_text, **kwargs):
-    return parent.command(name, help=help_text, short_help=help_text, **kwargs)
+def command(parent, name, help_text, audited=True, **kwargs):
+    """A command of ``parent``. An ``audited`` command (one that changes
+    something) leaves an event in the audit trail, whether it succeeds or not."""
+    action = " ".join(getattr(parent, "path", []) + [name])
+
+    def decorate(function):
+        if audited:
+            function = _audited(action, function)
+        return parent.command(name, help=help_text, short_help=help_text, **kwargs)(function)
+    return decorate
+
+
+def _audited(action, function):
+    from ..errors import VmdkopsError
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from .. import audit
+
+        try:
+            result = function(*args, **kwargs)
+        except VmdkopsError as exc:
+            audit.admin_event(action, kwargs, exc.message)
+            raise
+        audit.admin_event(action, kwargs, None)
+        return result
+    return wrapper
 
 
 output_format_option = click.option(

@@ -36,7 +36,8 @@ def register(cli):
 
         emit_message(lib.remove(session, backend(), name))
 
-    @command(policy, "ls", "List storage policies and volumes using those policies")
+    @command(policy, "ls", "List storage policies and volumes using those policies",
+             audited=False)
     @output_format_option
     def ls(output_format):
         from .. import config

@@ -59,13 +59,17 @@ def emit_message(lines):
 
 
 def emit_records(columns, records):
-    fmt = output_format()
+    click.echo(format_records(columns, records, output_format()), nl=False)
+
+
+def format_records(columns, records, fmt):
+    """A listing as text in one of FORMATS."""
     if fmt == "json":
         import json
 
         keys = [c.key for c in columns]
-        click.echo(json.dumps([{key: r[key] for key in keys} for r in records]))
-    elif fmt == "csv":
+        return json.dumps([{key: r[key] for key in keys} for r in records]) + "\n"
+    if fmt == "csv":
         import csv
         import io
 
@@ -74,12 +78,11 @@ def emit_records(columns, records):
         writer.writerow([c.key for c in columns])
         for record in records:
             writer.writerow([_csv_cell(record[c.key]) for c in columns])
-        click.echo(out.getvalue(), nl=False)
-    elif fmt == "xml":
-        click.echo(_xml_table(columns, records))
-    else:
-        cells = [column.texts(records) for column in columns]
-        click.echo(table([c.header for c in columns], list(zip(*cells))))
+        return out.getvalue()
+    if fmt == "xml":
+        return _xml_table(columns, records) + "\n"
+    cells = [column.texts(records) for column in columns]
+    return table([c.header for c in columns], list(zip(*cells))) + "\n"
 
 
 def table(headers, rows):

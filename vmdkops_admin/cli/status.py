@@ -7,7 +7,7 @@ from .render import emit_message
 
 
 def register(cli):
-    @command(cli, "status", "Show the status of the vmdk_ops service")
+    @command(cli, "status", "Show the status of the vmdk_ops service", audited=False)
     @click.option("--fast", is_flag=True, help="Skip some of the data collection (port, version)")
     def status(fast):
         from .. import config, service

@@ -72,7 +72,7 @@ def register(cli):
 
         emit_message(lib.remove(session, backend(), name, remove_volumes, force))
 
-    @command(vmgroup, "ls", "List vmgroups and the VMs they are applied to")
+    @command(vmgroup, "ls", "List vmgroups and the VMs they are applied to", audited=False)
     @output_format_option
     def ls(output_format):
         from .. import config
@@ -115,7 +115,7 @@ def register(cli):
 
         emit_message(lib.vm_replace(session, backend(), name, vm_list))
 
-    @command(vm, "ls", "list VMs in a vmgroup")
+    @command(vm, "ls", "list VMs in a vmgroup", audited=False)
     @click.option("--name", required=True, help="Vmgroup to list the VMs for")
     @output_format_option
     def vm_ls(name, output_format):
@@ -175,7 +175,7 @@ def register(cli):
 
         emit_message(lib.access_remove(session, backend(), name, datastore))
 
-    @command(access, "ls", "List all access info for a vmgroup")
+    @command(access, "ls", "List all access info for a vmgroup", audited=False)
     @click.option("--name", required=True, help="The name of the vmgroup")
     @output_format_option
     @with_db

@@ -38,36 +38,17 @@ def _columns(chosen):
 
 
 def _list(chosen, vmgroup):
-    from .. import config, db
+    from .. import config
     from ..volume_admin import list_volumes
 
-    state = config.detect()
-    with_used = "used" in chosen
-    if state.mode is config.Mode.NOT_CONFIGURED:
-        return list_volumes(None, backend(), vmgroup, with_used)
-    if state.mode is config.Mode.BROKEN_LINK:
-        raise config.broken_link_error(state)
-    if state.url.startswith("sqlite:"):
-        connection = db.sqlite_reader(state.url[len("sqlite:///"):], state.location)
-        try:
-            return list_volumes(connection.execute, backend(), vmgroup, with_used)
-        finally:
-            connection.close()
-    from sqlalchemy import text
-
-    engine = config.connect(state)
-    try:
-        with engine.connect() as connection:
-            return list_volumes(lambda sql: connection.execute(text(sql)), backend(), vmgroup,
-                                with_used)
-    finally:
-        engine.dispose()
+    with config.reader() as query:
+        return list_volumes(query, backend(), vmgroup, "used" in chosen)
 
 
 def register(cli):
     volume = group("volume", "Manipulate volumes", cli)
 
-    @command(volume, "ls", "List volumes")
+    @command(volume, "ls", "List volumes", audited=False)
     @click.option("-c", "columns", type=ColumnList(), default=None,
                   help=f"Display selected columns: Choices = {list(CHOICES)}")
     @click.option("--vmgroup", metavar="VMGROUP",
@@ -77,7 +58,7 @@ def register(cli):
         chosen = columns or CHOICES
         emit_records(_columns(chosen), _list(chosen, vmgroup))
 
-    @command(volume, "shortls", "List volumes with limited information")
+    @command(volume, "shortls", "List volumes with limited information", audited=False)
     @click.option("--vmgroup", metavar="VMGROUP", help="Displays volumes for a given vmgroup")
     @output_format_option
     def shortls(vmgroup, output_format):

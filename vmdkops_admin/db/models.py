@@ -86,3 +86,35 @@ class Policy(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     content: Mapped[str] = mapped_column(Text)
+
+
+class UsageSnapshot(Base):
+    """One vmgroup's use of one datastore at one time (``report usage --record``).
+    Names, not keys: history outlives vmgroups and datastores."""
+    __tablename__ = "usage_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    taken: Mapped[datetime] = mapped_column(DateTime, index=True)
+    vmgroup: Mapped[str] = mapped_column(Text)
+    datastore: Mapped[str] = mapped_column(Text)
+    volumes: Mapped[int] = mapped_column(Integer)
+    attached: Mapped[int] = mapped_column(Integer)
+    provisioned_mb: Mapped[int] = mapped_column(Integer)
+    allocated_mb: Mapped[Optional[int]] = mapped_column(Integer)
+    total_size: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+class AuditEvent(Base):
+    """A change made through vmdkops_admin or an operation of the executor."""
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    source: Mapped[str] = mapped_column(String(16))   # admin | executor
+    actor: Mapped[str] = mapped_column(Text)          # the user, or the VM
+    action: Mapped[str] = mapped_column(Text)
+    vmgroup: Mapped[Optional[str]] = mapped_column(Text)
+    vm: Mapped[Optional[str]] = mapped_column(Text)
+    target: Mapped[Optional[str]] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | failed
+    error: Mapped[Optional[str]] = mapped_column(Text)

@@ -21,6 +21,7 @@ MISMATCH = (
     "installed on Guest and ESXi sides, please make sure VDVS plugin and driver are from the "
     "same release version.")
 COMMANDS = ("create", "remove", "attach", "detach", "get", "list", "version")
+AUDITED = ("create", "remove", "attach", "detach")
 
 
 class Locks:
@@ -58,6 +59,7 @@ class Dispatcher:
         self.locks = Locks()
         self._engines = {}
         self._engines_guard = threading.Lock()
+        self._local = threading.local()  # the vmgroup of the request being served
 
     def engine(self, state):
         """A pooled engine for the current config DB. A SQLite file that was
@@ -83,15 +85,39 @@ class Dispatcher:
         """The reply to one request (never raises for a user error)."""
         cmd = message.get("cmd") if isinstance(message, dict) else None
         who = vm.name if vm else "-"
+        self._local.vmgroup = None
         try:
-            return self._handle(message, vm)
+            reply = self._handle(message, vm)
         except VmdkopsError as exc:
             log.info("vm=%s cmd=%s failed: %s", who, cmd, exc)
-            return {"Error": exc.message}
+            reply = {"Error": exc.message}
         except Exception as exc:  # noqa: BLE001 - reply, and keep serving
             error_id = uuid.uuid4().hex[:8]
             log.exception("internal error id=%s vm=%s cmd=%s", error_id, who, cmd)
-            return {"Error": f"Internal Error({type(exc).__name__}, id={error_id}; see the service log)"}
+            reply = {"Error": f"Internal Error({type(exc).__name__}, id={error_id}; see the service log)"}
+        if cmd in AUDITED and vm is not None:
+            self._audit(message, vm, cmd, reply)
+        return reply
+
+    def _audit(self, message, vm, cmd, reply):
+        from .. import audit
+
+        state = config.detect()
+        if state.mode in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK):
+            return
+        details = message.get("details") if isinstance(message.get("details"), dict) else {}
+        opts = details.get("Opts") if isinstance(details.get("Opts"), dict) else {}
+        error = reply.get("Error") if isinstance(reply, dict) else None
+        event = {"source": "executor", "actor": f"vm:{vm.name}", "vm": vm.name,
+                 "action": "clone" if cmd == "create" and "clone-from" in opts else cmd,
+                 "vmgroup": self._local.vmgroup, "target": str(details.get("Name", "")),
+                 "outcome": "failed" if error else "ok", "error": error}
+        try:
+            engine = self.engine(state)
+        except Exception as exc:  # noqa: BLE001
+            audit._log_loss(event, exc)
+            return
+        audit.write(engine, **event)
 
     def _handle(self, message, vm):
         if not isinstance(message, dict):
@@ -148,6 +174,7 @@ class Dispatcher:
     def _run(self, vm, cmd, name, opts, session, tenant):
         from .. import names, volumes
 
+        self._local.vmgroup = tenant.name
         if cmd == "list":
             return [{"Name": full, "Attributes": {}}
                     for full in volumes.list_names(self.backend, session, tenant)]
