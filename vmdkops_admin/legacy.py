@@ -87,7 +87,7 @@ def _mb(value):
     return None if not value else int(value)
 
 
-def _row_text(row):
+def row_text(row):
     return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
 

@@ -17,7 +17,7 @@ def _emit_import_report(path, report, dry_run):
             "skipped": [{"table": t, "row": row, "reason": reason} for t, row, reason in report.skipped],
             "notes": report.notes}))
         return
-    from ..legacy import _row_text
+    from ..legacy import row_text
 
     lines = [("Dry run, nothing was changed: " if dry_run else "Imported ")
              + f"VDVS auth-db {path} (schema {report.version})", "",
@@ -25,7 +25,7 @@ def _emit_import_report(path, report, dry_run):
                    [[str(c[k]) for k in COUNT_COLUMNS] for c in report.counts()])]
     if report.skipped:
         lines += ["", "Not imported:", table(["Table", "Row", "Reason"],
-                                             [[t, _row_text(row), reason] for t, row, reason in report.skipped])]
+                                             [[t, row_text(row), reason] for t, row, reason in report.skipped])]
     if report.notes:
         lines += ["", "Notes:"] + [f"- {note}" for note in report.notes]
     click.echo("\n".join(lines))
