@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup-env.sh
 
-apt_install postgresql qemu-utils docker.io busybox-static xfsprogs
+apt_install postgresql qemu-utils docker.io busybox-static xfsprogs golang-go golang-github-vmware-govmomi-dev
 python_venv ".[test]"
 
 exec "$VENV/bin/python" -m pytest "$@"

@@ -6,6 +6,7 @@ A part that is missing here (PostgreSQL) skips its tests with a reason that
 names it; in CI (CI=true) it fails them instead."""
 
 import glob
+import json
 import os
 import shlex
 import shutil
@@ -223,3 +224,58 @@ def docker_host(executor, busybox_dir):
     yield make
     for host in hosts:
         host.stop()
+
+
+# -- the vSphere simulator ------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vcsim_binary(tmp_path_factory):
+    """The simulator, built from tests/vcsim with Debian's Go and govmomi (offline, GOPATH mode)."""
+    if shutil.which("go") is None or not os.path.isdir("/usr/share/gocode/src/github.com/vmware/govmomi"):
+        missing("go and govmomi (Debian packages golang-go and golang-github-vmware-govmomi-dev)")
+    work = tmp_path_factory.mktemp("vcsim")
+    binary = work / "vcsim"
+    env = dict(os.environ, GOPATH=f"{work}/gopath:/usr/share/gocode", GO111MODULE="off",
+               GOPROXY="off", GOFLAGS="", GOCACHE=str(work / "cache"))
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vcsim")
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=source, env=env, check=True,
+                   capture_output=True, timeout=600)
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def vcsim_servers(vcsim_binary):
+    """mode ("vpx" or "esx") -> the URL of a running simulator; stopped at the end."""
+    import urllib.parse
+
+    running = {}
+
+    def server(mode):
+        if mode not in running:
+            process = subprocess.Popen([vcsim_binary] + (["-esx"] if mode == "esx" else []),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            url = process.stdout.readline().strip()
+            if not url:
+                raise RuntimeError(f"vcsim did not start: {process.stderr.read()}")
+            running[mode] = (process, urllib.parse.urlparse(url))
+        return running[mode][1]
+
+    yield server
+    for process, _ in running.values():
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def vcsim_backend(vcsim_servers, tmp_path):
+    """A vsphere backend on the simulator of a mode; a password file, as an admin would keep it."""
+    from vmdkops_admin.backends.vsphere import VsphereBackend, load_settings
+
+    def make(mode):
+        url = vcsim_servers(mode)
+        (tmp_path / "password").write_text("pass\n")
+        (tmp_path / "vsphere.json").write_text(json.dumps({
+            "host": url.hostname, "port": url.port, "user": "user",
+            "password_file": str(tmp_path / "password"), "insecure": True}))
+        return VsphereBackend(load_settings(str(tmp_path / "vsphere.json")))
+    return make

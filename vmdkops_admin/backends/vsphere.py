@@ -1,0 +1,356 @@
+"""The ``vsphere`` backend: pyvmomi against ESX or vCenter.
+
+Datastores and VMs come from one PropertyCollector query each; disks are made,
+copied and deleted with the VirtualDiskManager under ``[ds] dockvols/<vmgroup
+uuid>/``; a volume's side-car is read and written through the datastore file
+interface (``/folder``). Tasks are waited for by reading only ``info.state``,
+``info.error`` and ``info.result`` (what works on ESX and on the simulator).
+
+Settings (``$VMDKOPS_HOME/vsphere.json``): host, port, user, password_file
+(or the environment variable VMDKOPS_VSPHERE_PASSWORD), ca_file, insecure.
+The password never appears on a command line or in a log."""
+
+import http.client
+import json
+import os
+import ssl
+import threading
+import time
+import urllib.parse
+
+from ..errors import NotFound, VmdkopsError
+from . import Backend, Datastore, VirtualMachine
+
+PASSWORD_ENV = "VMDKOPS_VSPHERE_PASSWORD"
+DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated", "eagerzeroedthick": "eagerZeroedThick"}
+TASK_TIMEOUT = 600
+
+
+class VsphereError(VmdkopsError):
+    pass
+
+
+def load_settings(path):
+    try:
+        with open(path) as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise VsphereError(f"Cannot read the vSphere settings {path}: {exc}") from None
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None and settings.get("password_file"):
+        try:
+            with open(settings["password_file"]) as f:
+                password = f.read().strip()
+        except OSError as exc:
+            raise VsphereError(f"Cannot read the password file: {exc.strerror}") from None
+    settings["password"] = password or ""
+    return settings
+
+
+def split_path(datastore_path):
+    """``[ds] folder/file`` -> (ds, folder/file)."""
+    if not datastore_path.startswith("[") or "] " not in datastore_path:
+        raise VsphereError(f"Not a datastore path: {datastore_path}")
+    name, _, rest = datastore_path[1:].partition("] ")
+    return name, rest
+
+
+class VsphereBackend(Backend):
+    name = "vsphere"
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._si = None
+        self._lock = threading.Lock()
+        # Capacity (MB) of disks made by this process, kept in their side-cars
+        # too: the simulator's datastore browser reports no capacity.
+        self._sizes = {}
+
+    # -- the session ----------------------------------------------------------------
+
+    def _ssl_context(self):
+        if self.settings.get("insecure"):
+            return ssl._create_unverified_context()  # explicitly asked for
+        return ssl.create_default_context(cafile=self.settings.get("ca_file") or None)
+
+    @property
+    def si(self):
+        """The service instance, connected again when the session has expired."""
+        from pyVim.connect import SmartConnect
+        from pyVmomi import vim
+
+        with self._lock:
+            if self._si is not None:
+                try:
+                    if self._si.content.sessionManager.currentSession is not None:
+                        return self._si
+                except (vim.fault.NotAuthenticated, OSError):
+                    pass
+            try:
+                self._si = SmartConnect(
+                    host=self.settings["host"], port=int(self.settings.get("port", 443)),
+                    user=self.settings.get("user", ""), pwd=self.settings.get("password", ""),
+                    sslContext=self._ssl_context())
+            except vim.fault.InvalidLogin:
+                raise VsphereError(f"vSphere refused the login of {self.settings.get('user')} "
+                                   f"at {self.settings['host']}") from None
+            except OSError as exc:
+                raise VsphereError(f"Cannot reach vSphere at {self.settings['host']}: {exc}") from None
+            return self._si
+
+    @property
+    def content(self):
+        return self.si.content
+
+    def _datacenter(self):
+        from pyVmomi import vim
+
+        return next(e for e in self.content.rootFolder.childEntity if isinstance(e, vim.Datacenter))
+
+    def _retrieve(self, kind, paths):
+        """(object, {path: value}) of every managed object of ``kind``, in one query."""
+        from pyVmomi import vim, vmodl
+
+        view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [kind], True)
+        try:
+            collector = vmodl.query.PropertyCollector
+            spec = collector.FilterSpec(
+                objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[collector.TraversalSpec(
+                    name="view", path="view", skip=False, type=vim.view.ContainerView)])],
+                propSet=[collector.PropertySpec(type=kind, pathSet=list(paths))])
+            return [(o.obj, {p.name: p.val for p in o.propSet})
+                    for o in self.content.propertyCollector.RetrieveContents([spec])]
+        finally:
+            view.Destroy()
+
+    def wait(self, task):
+        """The result of a task; a VsphereError with its fault message if it failed."""
+        from pyVmomi import vim, vmodl
+
+        collector = vmodl.query.PropertyCollector
+        spec = collector.FilterSpec(
+            objectSet=[collector.ObjectSpec(obj=task)],
+            propSet=[collector.PropertySpec(type=vim.Task, pathSet=["info.state", "info.error",
+                                                                    "info.result"])])
+        deadline = time.monotonic() + TASK_TIMEOUT
+        delay = 0.005
+        while True:
+            [found] = self.content.propertyCollector.RetrieveContents([spec])
+            info = {p.name: p.val for p in found.propSet}
+            if info["info.state"] == "success":
+                return info.get("info.result")
+            if info["info.state"] == "error":
+                raise TaskFailed(info.get("info.error"))
+            if time.monotonic() > deadline:
+                raise VsphereError("A vSphere task did not finish in time")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- inventory --------------------------------------------------------------------
+
+    def datastores(self):
+        from pyVmomi import vim
+
+        stores = []
+        for _, props in self._retrieve(vim.Datastore, ("name", "summary.url", "summary.type")):
+            stores.append(Datastore(props["name"], props["summary.url"],
+                                    f"[{props['name']}]", props["summary.type"].lower()))
+        return sorted(stores, key=lambda ds: ds.name)
+
+    def vms(self):
+        from pyVmomi import vim
+
+        machines = []
+        for _, props in self._retrieve(vim.VirtualMachine, ("name", "config.uuid", "config.files.vmPathName")):
+            if "config.uuid" not in props:
+                continue  # a VM being created has no config yet
+            datastore = split_path(props.get("config.files.vmPathName", "[] "))[0]
+            machines.append(VirtualMachine(props["name"], props["config.uuid"].lower(), datastore))
+        return machines
+
+    def find_vm(self, name_or_uuid):
+        wanted = name_or_uuid.lower()
+        vms = self.vms()
+        by_uuid = [vm for vm in vms if vm.uuid == wanted]
+        if len(by_uuid) > 1:
+            raise VsphereError(
+                f"VMs {', '.join(vm.name for vm in by_uuid)} have the same BIOS uuid {wanted} "
+                "(cloned VMs?); give each its own uuid before it uses volumes")
+        return by_uuid[0] if by_uuid else next((vm for vm in vms if vm.name == name_or_uuid), None)
+
+    # -- volumes on a datastore ----------------------------------------------------------
+
+    def vmgroup_dir(self, datastore, vmgroup_uuid, vmgroup_name, create=False):
+        path = f"[{datastore.name}] dockvols/{vmgroup_uuid}"
+        if create:
+            from pyVmomi import vim
+
+            try:
+                self.content.fileManager.MakeDirectory(name=path, datacenter=self._datacenter(),
+                                                      createParentDirectories=True)
+            except vim.fault.FileAlreadyExists:
+                pass
+        return path
+
+    def descriptor(self, datastore, vmgroup_uuid, volume):
+        return f"[{datastore.name}] dockvols/{vmgroup_uuid}/{volume}.vmdk"
+
+    def _search(self, folder, patterns):
+        """(folder path, [file names]) under a datastore folder; [] when it does not exist."""
+        from pyVmomi import vim
+
+        datastore_name, _ = split_path(folder)
+        store = next((o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == datastore_name), None)
+        if store is None:
+            return []
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            query=[vim.host.DatastoreBrowser.Query()], matchPattern=list(patterns),
+            details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
+        try:
+            results = self.wait(store.browser.SearchDatastoreSubFolders_Task(datastorePath=folder,
+                                                                              searchSpec=spec))
+        except TaskFailed as exc:
+            if exc.is_a("FileNotFound"):
+                return []
+            raise
+        return [(r.folderPath.rstrip("/"), [f.path for f in r.file or []]) for r in results or []]
+
+    def disk_exists(self, descriptor):
+        folder, _, file_name = descriptor.rpartition("/")
+        return any(file_name in files for _, files in self._search(folder, [file_name]))
+
+    def create_disk(self, descriptor, size_mb, diskformat):
+        from pyVmomi import vim
+
+        spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
+            adapterType="lsiLogic", diskType=DISK_TYPES[diskformat], capacityKb=size_mb * 1024)
+        try:
+            self.wait(self.content.virtualDiskManager.CreateVirtualDisk_Task(
+                name=descriptor, datacenter=self._datacenter(), spec=spec))
+        except TaskFailed as exc:
+            if exc.is_a("FileAlreadyExists"):
+                raise FileExistsError(descriptor) from None
+            raise VsphereError(f"Failed to create volume: {exc}") from None
+        self._sizes[descriptor] = size_mb
+
+    def clone_disk(self, source, target, diskformat):
+        from pyVmomi import vim
+
+        capacity = self.disk_info(source)[0]
+        spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
+            adapterType="lsiLogic", diskType=DISK_TYPES[diskformat], capacityKb=capacity // 1024)
+        datacenter = self._datacenter()
+        copy = self.content.virtualDiskManager.CopyVirtualDisk_Task
+        try:
+            try:
+                self.wait(copy(sourceName=source, sourceDatacenter=datacenter, destName=target,
+                               destDatacenter=datacenter, destSpec=spec))
+            except TaskFailed as exc:
+                if not exc.is_a("NotImplemented"):
+                    raise
+                # The simulator copies only without a destination spec.
+                self.wait(copy(sourceName=source, sourceDatacenter=datacenter, destName=target,
+                               destDatacenter=datacenter))
+        except TaskFailed as exc:
+            if exc.is_a("FileAlreadyExists"):
+                raise FileExistsError(target) from None
+            raise VsphereError(f"Failed to clone volume: {exc}") from None
+        self._sizes[target] = capacity >> 20
+
+    def delete_disk(self, descriptor):
+        datacenter = self._datacenter()
+        for run in (lambda: self.content.fileManager.DeleteDatastoreFile_Task(
+                        name=sidecar_path(descriptor), datacenter=datacenter),
+                    lambda: self.content.virtualDiskManager.DeleteVirtualDisk_Task(
+                        name=descriptor, datacenter=datacenter)):
+            try:
+                self.wait(run())
+            except TaskFailed as exc:
+                if not exc.is_a("FileNotFound"):
+                    raise VsphereError(f"Failed to remove volume: {exc}") from None
+
+    def disk_info(self, descriptor):
+        """(capacity bytes, allocated bytes) from the datastore browser; the
+        side-car's recorded size where the browser has none (the simulator)."""
+        from pyVmomi import vim
+
+        datastore_name, _ = split_path(descriptor)
+        folder, _, file_name = descriptor.rpartition("/")
+        store = next(o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == datastore_name)
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            query=[vim.host.DatastoreBrowser.VmDiskQuery(
+                details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))],
+            matchPattern=[file_name], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
+        result = self.wait(store.browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec))
+        found = next((f for f in (result.file or []) if f.path == file_name), None) if result else None
+        if found is None:
+            raise NotFound(f"Volume {file_name[:-5]} not found (file: {descriptor})")
+        capacity = (getattr(found, "capacityKb", None) or 0) * 1024
+        if not capacity:
+            meta = self.read_metadata(descriptor) or {}
+            capacity = int(meta.get("capacityMB") or self._sizes.get(descriptor, 0)) << 20
+        return capacity, getattr(found, "fileSize", None) or 0
+
+    def allocated_bytes_many(self, descriptors):
+        return [None for _ in descriptors]
+
+    def volume_files(self, datastore):
+        root = f"[{datastore.name}] dockvols"
+        for folder, files in self._search(root, ["*.vmdk"]):
+            vmgroup_uuid = None if folder == root else folder[len(root) + 1:].split("/")[0]
+            for name in sorted(files):
+                if not name.endswith("-flat.vmdk"):
+                    yield vmgroup_uuid, name[:-len(".vmdk")], f"{folder}/{name}"
+
+    # -- side-cars through the datastore file interface ---------------------------------------
+
+    def _file_request(self, method, datastore_path, body=None):
+        datastore_name, path = split_path(datastore_path)
+        query = urllib.parse.urlencode({"dcPath": self._datacenter().name, "dsName": datastore_name})
+        connection = http.client.HTTPSConnection(self.settings["host"], int(self.settings.get("port", 443)),
+                                                 context=self._ssl_context(), timeout=60)
+        try:
+            connection.request(method, f"/folder/{urllib.parse.quote(path)}?{query}", body=body,
+                               headers={"Cookie": self.si._stub.cookie,
+                                        "Content-Type": "application/octet-stream"})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def read_metadata(self, descriptor):
+        status, body = self._file_request("GET", sidecar_path(descriptor))
+        if status != 200:
+            return None
+        try:
+            meta = json.loads(body)
+        except ValueError:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def write_metadata(self, descriptor, meta, guard=None):
+        if guard is not None:
+            key, value = guard
+            current = self.read_metadata(descriptor) or {}
+            if key in current and current[key] != value:
+                return False
+        if descriptor in self._sizes and "capacityMB" not in meta:
+            meta = dict(meta, capacityMB=self._sizes[descriptor])
+        status, body = self._file_request("PUT", sidecar_path(descriptor), json.dumps(meta).encode())
+        if status not in (200, 201, 204):
+            raise VsphereError(f"Failed to write the metadata of {descriptor}: HTTP {status}")
+        return True
+
+
+def sidecar_path(descriptor):
+    return descriptor[:-len(".vmdk")] + ".vmfd"
+
+
+class TaskFailed(VsphereError):
+    def __init__(self, fault):
+        self.fault = fault
+        message = getattr(fault, "msg", None) or getattr(fault, "faultMessage", None) or type(fault).__name__
+        super().__init__(str(message))
+
+    def is_a(self, name):
+        return type(self.fault).__name__.endswith(name)
