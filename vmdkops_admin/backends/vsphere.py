@@ -19,7 +19,7 @@ import time
 import urllib.parse
 
 from ..errors import NotFound, VmdkopsError
-from . import Backend, Datastore, VirtualMachine
+from . import Backend, Datastore, VirtualMachine, pvscsi
 
 PASSWORD_ENV = "VMDKOPS_VSPHERE_PASSWORD"
 DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated", "eagerzeroedthick": "eagerZeroedThick"}
@@ -302,6 +302,103 @@ class VsphereBackend(Backend):
                 if not name.endswith("-flat.vmdk"):
                     yield vmgroup_uuid, name[:-len(".vmdk")], f"{folder}/{name}"
 
+    # -- attach and detach: ReconfigVM_Task on ParaVirtual SCSI controllers ---------------------
+
+    def _vm_object(self, vm):
+        found = self.content.searchIndex.FindByUuid(None, vm.uuid, True, False)
+        if found is None:
+            raise NotFound(f"Failed to find VM object for {vm.name} (bios {vm.uuid})")
+        return found
+
+    def _disks_of_all_vms(self):
+        """(vm uuid, disk device, controller, extraConfig) of every disk of every VM, in one query."""
+        from pyVmomi import vim
+
+        for _, props in self._retrieve(vim.VirtualMachine, ("config.uuid", "config.hardware.device",
+                                                            "config.extraConfig")):
+            devices = props.get("config.hardware.device") or []
+            controllers = {d.key: d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController)}
+            for device in devices:
+                if isinstance(device, vim.vm.device.VirtualDisk):
+                    yield (props.get("config.uuid", "").lower(), device,
+                           controllers.get(device.controllerKey), props.get("config.extraConfig"))
+
+    def _reply(self, device, controller, extra_config):
+        slot, bus = _pci(controller, extra_config) if controller is not None else ("", "")
+        return {"Unit": str(device.unitNumber), "ControllerPciSlotNumber": slot,
+                "ControllerPciBusNumber": bus,
+                "DiskUuid": getattr(device.backing, "uuid", None) or ""}
+
+    def attached_to(self, descriptor):
+        for vm_uuid, device, controller, extra in self._disks_of_all_vms():
+            if getattr(device.backing, "fileName", None) == descriptor:
+                return vm_uuid, self._reply(device, controller, extra)
+        return None
+
+    def attached_disks(self, vm):
+        return [device.backing.fileName for vm_uuid, device, _, _ in self._disks_of_all_vms()
+                if vm_uuid == vm.uuid and "] dockvols/" in getattr(device.backing, "fileName", "")]
+
+    def attach(self, vm, descriptor):
+        """Attach on the lowest free unit of the first PVSCSI controller with
+        room, adding a controller when all are full; a disk another VM has is
+        refused before any reconfigure (ESX would fail late, on its lock)."""
+        from pyVmomi import vim
+
+        holder = self.attached_to(descriptor)
+        if holder is not None:
+            if holder[0] == vm.uuid:
+                return holder[1]
+            other = next((v.name for v in self.vms() if v.uuid == holder[0]), holder[0])
+            raise VsphereError(f"Disk {descriptor} is attached to VM {other}")
+        meta = self.read_metadata(descriptor) or {}
+        mode = (meta.get("volOpts") or {}).get("attach-as", "independent_persistent")
+        target = self._vm_object(vm)
+        devices = target.config.hardware.device
+        controllers = [d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController)]
+        used = {c.busNumber: {d.unitNumber for d in devices if isinstance(d, vim.vm.device.VirtualDisk)
+                              and d.controllerKey == c.key}
+                for c in controllers if isinstance(c, vim.vm.device.ParaVirtualSCSIController)}
+        bus, unit, new = pvscsi.place(used, [c.busNumber for c in controllers])
+        if new:
+            add = vim.vm.device.VirtualDeviceSpec(
+                operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+                device=vim.vm.device.ParaVirtualSCSIController(key=-100 - bus, busNumber=bus,
+                                                                sharedBus="noSharing"))
+            self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])))
+            devices = target.config.hardware.device
+        controller = next(d for d in devices if isinstance(d, vim.vm.device.ParaVirtualSCSIController)
+                          and d.busNumber == bus)
+        disk = vim.vm.device.VirtualDisk(
+            key=-1, controllerKey=controller.key, unitNumber=unit,
+            backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=descriptor, diskMode=mode),
+            deviceInfo=vim.Description(label="dockerDataVolume", summary="dockerDataVolume"))
+        change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+                                                 device=disk)
+        try:
+            self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+        except TaskFailed as exc:
+            raise VsphereError(f"Failed to attach {descriptor}: {exc}") from None
+        found = self.attached_to(descriptor)
+        if found is None:
+            raise VsphereError(f"Failed to attach {descriptor}: the disk did not appear on VM {vm.name}")
+        return found[1]
+
+    def detach(self, vm, descriptor):
+        """Remove the disk from the VM, keeping its file; not attached there is success."""
+        from pyVmomi import vim
+
+        target = self._vm_object(vm)
+        for device in target.config.hardware.device:
+            if isinstance(device, vim.vm.device.VirtualDisk) and \
+                    getattr(device.backing, "fileName", None) == descriptor:
+                change = vim.vm.device.VirtualDeviceSpec(
+                    operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=device)
+                try:
+                    self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+                except TaskFailed as exc:
+                    raise VsphereError(f"Failed to detach {descriptor}: {exc}") from None
+
     # -- side-cars through the datastore file interface ---------------------------------------
 
     def _file_request(self, method, datastore_path, body=None):
@@ -340,6 +437,27 @@ class VsphereBackend(Backend):
         if status not in (200, 201, 204):
             raise VsphereError(f"Failed to write the metadata of {descriptor}: HTTP {status}")
         return True
+
+
+def _pci(controller, extra_config):
+    """The controller's PCI slot and the bus the guest sees it on (spec
+    esx-service §8.1): the slot from slotInfo or ``scsi<n>.pciSlotNumber``, then
+    up the PCI bridges (``pciBridge<n>.pciSlotNumber``) to the root slot."""
+    config = {o.key.lower(): str(o.value) for o in extra_config or []}
+    slot = getattr(getattr(controller, "slotInfo", None), "pciSlotNumber", None)
+    if slot is None:
+        slot = config.get(f"scsi{controller.key - 1000}.pcislotnumber")
+    if slot is None:
+        return "", ""
+    slot = root = int(slot)
+    bus, func = (root >> 5) & 31, (root >> 10) & 7
+    while bus > 0:
+        parent = config.get(f"pcibridge{bus - 1}.pcislotnumber")
+        if parent is None:
+            break
+        root = int(parent)
+        bus = (root >> 5) & 31
+    return str(slot), f"{root:x}.{func}"
 
 
 def sidecar_path(descriptor):
