@@ -195,14 +195,20 @@ class VsphereBackend(Backend):
     def descriptor(self, datastore, vmgroup_uuid, volume):
         return f"[{datastore.name}] dockvols/{vmgroup_uuid}/{volume}.vmdk"
 
+    def _datastore_object(self, datastore_path):
+        from pyVmomi import vim
+
+        name, _ = split_path(datastore_path)
+        store = next((o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == name), None)
+        if store is None:
+            raise NotFound(f"Datastore {name} does not exist")
+        return store
+
     def _search(self, folder, patterns):
         """(folder path, [file names]) under a datastore folder; [] when it does not exist."""
         from pyVmomi import vim
 
-        datastore_name, _ = split_path(folder)
-        store = next((o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == datastore_name), None)
-        if store is None:
-            return []
+        store = self._datastore_object(folder)
         spec = vim.host.DatastoreBrowser.SearchSpec(
             query=[vim.host.DatastoreBrowser.Query()], matchPattern=list(patterns),
             details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
@@ -274,9 +280,8 @@ class VsphereBackend(Backend):
         side-car's recorded size where the browser has none (the simulator)."""
         from pyVmomi import vim
 
-        datastore_name, _ = split_path(descriptor)
         folder, _, file_name = descriptor.rpartition("/")
-        store = next(o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == datastore_name)
+        store = self._datastore_object(descriptor)
         spec = vim.host.DatastoreBrowser.SearchSpec(
             query=[vim.host.DatastoreBrowser.VmDiskQuery(
                 details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))],
