@@ -16,13 +16,23 @@ GROUP = "22222222-3333-4444-5555-666666666666"
 class Env:
     def __init__(self, backend, datastore, vm_a, vm_b):
         self.backend, self.datastore, self.vm_a, self.vm_b = backend, datastore, vm_a, vm_b
+        self.made = []
 
     def disk(self, name=None, size_mb=10, diskformat="thin"):
         self.backend.vmgroup_dir(self.datastore, GROUP, "contract", create=True)
         descriptor = self.backend.descriptor(self.datastore, GROUP, name or uuid.uuid4().hex[:8])
         self.backend.create_disk(descriptor, size_mb, diskformat)
+        self.made.append(descriptor)
         self.backend.write_metadata(descriptor, {"status": "detached", "volOpts": {}})
         return descriptor
+
+    def clean(self):
+        """Detach and delete what the test made (a simulator outlives a test)."""
+        for descriptor in self.made:
+            holder = self.backend.attached_to(descriptor)
+            if holder:
+                self.backend.detach(self.backend.find_vm(holder[0]), descriptor)
+            self.backend.delete_disk(descriptor)
 
 
 def make_env(request, kind):
@@ -41,7 +51,9 @@ def make_env(request, kind):
 
 @pytest.fixture(params=BACKENDS)
 def env(request, home):
-    return make_env(request, request.param)
+    made = make_env(request, request.param)
+    yield made
+    made.clean()
 
 
 def test_inventory(env):
@@ -65,6 +77,7 @@ def test_disks(env):
         backend.create_disk(descriptor, 20, "thin")
     clone = backend.descriptor(env.datastore, GROUP, "d1-clone")
     backend.clone_disk(descriptor, clone, "zeroedthick")
+    env.made.append(clone)
     assert backend.disk_info(clone)[0] == capacity
     listed = {(g, v) for g, v, _ in backend.volume_files(env.datastore)}
     assert {(GROUP, "d1"), (GROUP, "d1-clone")} <= listed

@@ -28,10 +28,6 @@ class VirtualMachine:
     datastore: str
 
 
-class ReadOnlyInventory(VmdkopsError):
-    pass
-
-
 class Backend:
     """Inventory part of the contract. Lookups return ``None`` when nothing matches."""
 
@@ -79,7 +75,22 @@ def datastore_names(backend):
 
 
 def get_backend():
-    from .local import LocalBackend
+    """The backend of this installation: ``vsphere`` when ``$VMDKOPS_HOME/vsphere.json``
+    holds its settings, else ``local``; ``VMDKOPS_BACKEND`` (which ``vmdk-opsd
+    --backend`` sets) chooses explicitly."""
+    import os
+
     from ..paths import layout
 
-    return LocalBackend(layout())
+    paths = layout()
+    settings = os.path.join(paths.root, "vsphere.json")
+    chosen = os.environ.get("VMDKOPS_BACKEND") or ("vsphere" if os.path.exists(settings) else "local")
+    if chosen == "vsphere":
+        from .vsphere import VsphereBackend, load_settings
+
+        return VsphereBackend(load_settings(settings))
+    if chosen != "local":
+        raise VmdkopsError(f"Unknown backend {chosen}: local or vsphere")
+    from .local import LocalBackend
+
+    return LocalBackend(paths)

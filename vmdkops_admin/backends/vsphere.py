@@ -299,6 +299,14 @@ class VsphereBackend(Backend):
     def allocated_bytes_many(self, descriptors):
         return [None for _ in descriptors]
 
+    def supports_policies(self, datastore):
+        return datastore.type == "vsan"
+
+    def volume_of(self, descriptor):
+        """(datastore, volume name) of ``[ds] dockvols/<uuid>/<vol>.vmdk``."""
+        name, path = split_path(descriptor)
+        return self.datastore_by_name(name), path.rpartition("/")[2][:-len(".vmdk")]
+
     def volume_files(self, datastore):
         root = f"[{datastore.name}] dockvols"
         for folder, files in self._search(root, ["*.vmdk"]):
@@ -339,6 +347,16 @@ class VsphereBackend(Backend):
             if getattr(device.backing, "fileName", None) == descriptor:
                 return vm_uuid, self._reply(device, controller, extra)
         return None
+
+    def attachments(self):
+        """(vm uuid, descriptor, True) of every volume attached to a VM: the VMs'
+        devices are the truth here, so a device is never "gone"."""
+        return [(vm_uuid, device.backing.fileName, True)
+                for vm_uuid, device, _, _ in self._disks_of_all_vms()
+                if "] dockvols/" in getattr(device.backing, "fileName", "")]
+
+    def stray_devices(self):
+        return []
 
     def attached_disks(self, vm):
         return [device.backing.fileName for vm_uuid, device, _, _ in self._disks_of_all_vms()

@@ -58,6 +58,9 @@ def build_parser():
     parser.add_argument("--vsock-port", type=int, metavar="PORT",
                         help="also listen on AF_VSOCK where the platform has it")
     parser.add_argument("--workers", type=int, default=16, help="requests served at once (16)")
+    parser.add_argument("--backend", choices=("local", "vsphere"),
+                        help="local (default), or vsphere with the settings of $VMDKOPS_HOME/vsphere.json "
+                             "(the default when that file exists)")
     parser.add_argument("--version", action="version", version=f"vmdk-opsd {__version__}")
     return parser
 
@@ -105,10 +108,13 @@ def reconcile_at_start(backend, log):
 
 def main(argv=None):
     from ..backends import get_backend
+    from ..errors import VmdkopsError
     from .dispatch import Dispatcher
     from .server import Server, tcp_listener, unix_listener, vsock_listener
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.backend:
+        os.environ["VMDKOPS_BACKEND"] = args.backend
     paths = layout()
     os.makedirs(paths.run, exist_ok=True)
     configure_logging(paths)
@@ -116,7 +122,12 @@ def main(argv=None):
     log.info("==== Starting vmdkops service ====")
     log.info("Version: %s , Pid: %d", __version__, os.getpid())
 
-    backend = get_backend()
+    try:
+        backend = get_backend()
+    except VmdkopsError as exc:
+        log.error("no backend: %s", exc)
+        print(f"vmdk-opsd: {exc}", file=sys.stderr)
+        return 1
     ensure_local_credential(backend, paths)
     listeners = []
     try:
