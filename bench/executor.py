@@ -16,7 +16,6 @@
 import argparse
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time

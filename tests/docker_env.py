@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import time
 
-from executor import REPO
+from executor import REPO, stop_process
 
 _names = itertools.count(1)
 
@@ -97,13 +97,7 @@ class DockerHost:
         self.docker("import", "-c", 'CMD ["/bin/sh"]', tar, "local/busybox")
 
     def stop_dockerd(self, sig=signal.SIGTERM):
-        if self.dockerd and self.dockerd.poll() is None:
-            self.dockerd.send_signal(sig)
-            try:
-                self.dockerd.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.dockerd.kill()
-                self.dockerd.wait()
+        stop_process(self.dockerd, sig, timeout=60)
 
     def docker(self, *args, check=True, input_bytes=None, timeout=180):
         result = subprocess.run([docker_client(), "-H", f"unix://{self.socket}", *args],
@@ -141,13 +135,7 @@ class DockerHost:
         return os.path.join(self.plugin_dir, f"{self.driver}.sock")
 
     def stop_plugin(self, sig=signal.SIGTERM):
-        if self.plugin and self.plugin.poll() is None:
-            self.plugin.send_signal(sig)
-            try:
-                self.plugin.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.plugin.kill()
-                self.plugin.wait()
+        stop_process(self.plugin, sig)
 
     def read_log(self):
         try:

@@ -46,13 +46,7 @@ class Executor:
             return None
 
     def stop(self, sig=signal.SIGTERM):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
 
     def token(self, vm_name):
         with self._tokens_lock:
@@ -80,6 +74,17 @@ class Executor:
         reply = self.call(vm_name, cmd, name, opts)
         assert isinstance(reply, dict) and set(reply) == {"Error"}, reply
         return reply["Error"]
+
+
+def stop_process(process, sig=signal.SIGTERM, timeout=30):
+    """Signal a process we started and wait for it; SIGKILL if it does not go in time."""
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def release_loops(home):

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import pytest
 
 
 def inspect(host, name):

@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 
-from conftest import VM1_UUID
 
 pytestmark = pytest.mark.usefixtures("configured")
 
