@@ -131,7 +131,7 @@ def test_unexpected_errors_are_logged_not_shown(admin, inventory, home, monkeypa
 
 STATUS_KEYS = {"Version", "Status", "Pid", "Port", "LogConfigFile", "LogFile", "LogLevel",
                "DB_LocalPath", "DB_SharedLocation", "DB_Mode", "=== Service",
-               "=== Authorization Config DB"}
+               "=== Backend", "Backend", "=== Authorization Config DB"}
 
 
 def test_s96_status_of_a_running_service(admin, inventory, home):
@@ -143,15 +143,16 @@ def test_s96_status_of_a_running_service(admin, inventory, home):
         (home / "run" / "vmdk-opsd.pid").write_text(f"{process.pid}\n")
         (home / "run" / "vmdk-opsd.json").write_text(json.dumps({"listeners": ["unix:/x.sock"]}))
         lines = admin.ok("status").rstrip("\n").split("\n")
-        assert len(lines) == 12
+        assert len(lines) == 14
         assert {line.split(": ")[0] for line in lines} == STATUS_KEYS
+        assert "Backend: local" in lines
         assert f"Pid: {process.pid}" in lines and "Port: unix:/x.sock" in lines
         assert "Port: ?" in admin.ok("status --fast")
     finally:
         process.kill()
         process.wait()
     lines = admin.ok("status").rstrip("\n").split("\n")
-    assert "Status: Stopped" in lines and len(lines) == 10
+    assert "Status: Stopped" in lines and len(lines) == 12
 
 
 def test_s97_status_fast_and_stopped(admin, home):

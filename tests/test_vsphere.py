@@ -53,3 +53,68 @@ def test_executor_on_vsphere(vsphere_home, admin):
         assert executor.ok(vm.name, "list") == []
     finally:
         executor.stop()
+
+
+def test_status_shows_the_vsphere_session(vsphere_home, admin, vcsim_servers):
+    lines = admin.ok("status").splitlines()
+    assert "Backend: vsphere" in lines
+    session = next(line for line in lines if line.startswith("Session: "))
+    assert session.startswith("Session: user since ")
+    assert any(line.startswith("Product: ") and line.endswith(("(VirtualCenter)", "(HostAgent)"))
+               for line in lines)
+    assert "TLS: not verified (insecure)" in lines
+    assert "Session: ?" in admin.ok("status --fast").splitlines()
+    settings = json.loads((vsphere_home / "vsphere.json").read_text())
+    (vsphere_home / "vsphere.json").write_text(json.dumps(dict(settings, port=1)))
+    lines = admin.ok("status").splitlines()
+    assert next(line for line in lines if line.startswith("Session: ")).startswith(
+        "Session: not connected (Cannot reach vSphere at 127.0.0.1:")
+
+
+def test_host_datastore_ls_shows_vsphere_space(vsphere_home, admin):
+    from vmdkops_admin.backends import get_backend
+
+    rows = parse_table(admin.ok("host datastore ls"))
+    stores = get_backend().datastores()
+    assert [r["Name"] for r in rows] == [ds.name for ds in stores]
+    for row in rows:
+        assert row["Capacity"].endswith("MB") and int(row["Capacity"][:-2]) > 0
+        assert 0 <= int(row["Free"][:-2]) <= int(row["Capacity"][:-2])
+
+
+def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
+    """``volume ls`` reads sizes from one datastore-browser search per datastore:
+    3 volumes or 12, the same number of vSphere API round trips."""
+    from executor import Executor
+    from vmdkops_admin import config
+    from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.volume_admin import list_volumes
+
+    vm = sorted(get_backend().vms(), key=lambda v: v.name)[0]
+    executor = Executor(vsphere_home).start()
+
+    def listed():
+        backend = get_backend()
+        backend.datastores()  # the session and its first lookups, out of the count
+        before = backend.round_trips
+        with config.reader() as query:
+            records = list_volumes(query, backend)
+        return records, backend.round_trips - before
+
+    try:
+        counts = []
+        for count in (3, 12):
+            for i in range(len(counts) and 3, count):
+                executor.ok(vm.name, "create", f"rt{i}", {"size": "10mb"})
+            records, trips = listed()
+            assert len(records) == count
+            assert all(r["used_mb"] is not None for r in records)
+            counts.append(trips)
+        assert counts[0] == counts[1]
+        assert counts[1] <= 3 * len(get_backend().datastores()) + 2
+        rows = parse_table(admin.ok("volume ls -c volume,used"))
+        assert len(rows) == 12 and all(r["Used"] != "N/A" for r in rows)
+        for i in range(12):
+            executor.ok(vm.name, "remove", f"rt{i}")
+    finally:
+        executor.stop()

@@ -50,5 +50,29 @@ def status_lines(fast=False):
         lines.append(f"Pid: {pid}")
         lines.append(f"Port: {'?' if fast else (', '.join(listeners()) or 'N/A')}")
     lines += [f"LogConfigFile: {paths.log_config}", f"LogFile: {paths.log_file}",
-              f"LogLevel: {log_level()}", "=== Authorization Config DB: "]
-    return lines
+              f"LogLevel: {log_level()}"]
+    return lines + backend_lines(fast) + ["=== Authorization Config DB: "]
+
+
+def backend_lines(fast=False):
+    """The backend, and for vSphere its session (made by this command, as the
+    service's own would be: the same settings and credentials)."""
+    from .backends import get_backend
+    from .errors import VmdkopsError
+
+    try:
+        backend = get_backend()
+    except VmdkopsError as exc:
+        return ["=== Backend: ", f"Backend: ? ({exc})"]
+    lines = ["=== Backend: ", f"Backend: {backend.name}"]
+    if backend.name != "vsphere":
+        return lines
+    lines.append(f"Server: {backend.settings['host']}:{backend.settings.get('port', 443)}")
+    if fast:
+        return lines + ["Session: ?"]
+    try:
+        info = backend.session_info()
+    except VmdkopsError as exc:
+        return lines + [f"Session: not connected ({exc})"]
+    return lines + [f"Product: {info['product']}",
+                    f"Session: {info['user']} since {info['since']}", f"TLS: {info['tls']}"]

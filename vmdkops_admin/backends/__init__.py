@@ -39,6 +39,16 @@ class Backend:
     def vms(self):
         raise NotImplementedError
 
+    def space(self, datastore):
+        """(capacity MB, free MB) of a datastore; (None, None) when unknown."""
+        import os
+
+        try:
+            st = os.statvfs(datastore.path)
+        except OSError:
+            return None, None
+        return st.f_blocks * st.f_frsize >> 20, st.f_bavail * st.f_frsize >> 20
+
     def datastore_by_name(self, name):
         return next((ds for ds in self.datastores() if ds.name == name), None)
 

@@ -24,6 +24,8 @@ from . import Backend, Datastore, VirtualMachine, pvscsi
 PASSWORD_ENV = "VMDKOPS_VSPHERE_PASSWORD"
 DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated", "eagerzeroedthick": "eagerZeroedThick"}
 TASK_TIMEOUT = 600
+SESSION_CHECK = 30  # seconds between checks that the session is still alive
+LISTING_TTL = 5  # seconds a datastore's disk listing serves volume_files and allocated sizes
 
 
 class VsphereError(VmdkopsError):
@@ -61,7 +63,14 @@ class VsphereBackend(Backend):
     def __init__(self, settings):
         self.settings = settings
         self._si = None
+        self._checked = 0.0
         self._lock = threading.Lock()
+        self._views = {}
+        self._datacenter_ref = None
+        self._stores = {}  # name -> (datastore browser, capacity bytes, free bytes)
+        self._listings = {}  # datastore name -> (time, {descriptor: (capacity, allocated)})
+        # vSphere API round trips (SOAP calls and datastore file requests) of this backend.
+        self.round_trips = 0
         # Capacity (MB) of disks made by this process, kept in their side-cars
         # too: the simulator's datastore browser reports no capacity.
         self._sizes = {}
@@ -75,53 +84,95 @@ class VsphereBackend(Backend):
 
     @property
     def si(self):
-        """The service instance, connected again when the session has expired."""
-        from pyVim.connect import SmartConnect
+        """The service instance; the session is checked at most every
+        SESSION_CHECK seconds and made again when it has expired."""
         from pyVmomi import vim
 
         with self._lock:
             if self._si is not None:
+                if time.monotonic() - self._checked < SESSION_CHECK:
+                    return self._si
                 try:
-                    if self._si.content.sessionManager.currentSession is not None:
+                    if self._content.sessionManager.currentSession is not None:
+                        self._checked = time.monotonic()
                         return self._si
                 except (vim.fault.NotAuthenticated, OSError):
                     pass
-            try:
-                self._si = SmartConnect(
-                    host=self.settings["host"], port=int(self.settings.get("port", 443)),
-                    user=self.settings.get("user", ""), pwd=self.settings.get("password", ""),
-                    sslContext=self._ssl_context())
-            except vim.fault.InvalidLogin:
-                raise VsphereError(f"vSphere refused the login of {self.settings.get('user')} "
-                                   f"at {self.settings['host']}") from None
-            except OSError as exc:
-                raise VsphereError(f"Cannot reach vSphere at {self.settings['host']}: {exc}") from None
+            self._si = self._connect()
+            self._content = self._si.RetrieveContent()
+            self._checked = time.monotonic()
+            # Objects of the old session would still speak through its stub.
+            self._views, self._datacenter_ref, self._stores = {}, None, {}
             return self._si
+
+    def _connect(self):
+        from pyVim.connect import SmartConnect
+        from pyVmomi import vim
+
+        try:
+            si = SmartConnect(
+                host=self.settings["host"], port=int(self.settings.get("port", 443)),
+                user=self.settings.get("user", ""), pwd=self.settings.get("password", ""),
+                sslContext=self._ssl_context())
+        except vim.fault.InvalidLogin:
+            raise VsphereError(f"vSphere refused the login of {self.settings.get('user')} "
+                               f"at {self.settings['host']}") from None
+        except OSError as exc:
+            raise VsphereError(f"Cannot reach vSphere at {self.settings['host']}: {exc}") from None
+        stub, invoke = si._stub, si._stub.InvokeMethod
+
+        def counted(*args, **kwargs):
+            self.round_trips += 1
+            return invoke(*args, **kwargs)
+        stub.InvokeMethod = counted
+        return si
+
+    def session_info(self):
+        """What ``vmdkops_admin status`` shows of the vSphere session."""
+        content = self.content
+        session = content.sessionManager.currentSession
+        about = content.about
+        return {"server": f"{self.settings['host']}:{self.settings.get('port', 443)}",
+                "product": f"{about.fullName} ({about.apiType})",
+                "user": session.userName, "since": session.loginTime.isoformat(timespec="seconds"),
+                "tls": "not verified (insecure)" if self.settings.get("insecure") else "verified"}
 
     @property
     def content(self):
-        return self.si.content
+        self.si  # noqa: B018 - connected, and the session checked
+        return self._content
+
+    @property
+    def is_vcenter(self):
+        return self.content.about.apiType == "VirtualCenter"
 
     def _datacenter(self):
         from pyVmomi import vim
 
-        return next(e for e in self.content.rootFolder.childEntity if isinstance(e, vim.Datacenter))
+        content = self.content
+        if self._datacenter_ref is None:
+            self._datacenter_ref = next(e for e in content.rootFolder.childEntity
+                                        if isinstance(e, vim.Datacenter))
+            self._datacenter_name = self._datacenter_ref.name
+        return self._datacenter_ref
 
     def _retrieve(self, kind, paths):
-        """(object, {path: value}) of every managed object of ``kind``, in one query."""
-        from pyVmomi import vim, vmodl
+        """(object, {path: value}) of every managed object of ``kind``, in one
+        query through a container view kept for the session."""
+        from pyVmomi import vmodl
 
-        view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [kind], True)
-        try:
-            collector = vmodl.query.PropertyCollector
-            spec = collector.FilterSpec(
-                objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[collector.TraversalSpec(
-                    name="view", path="view", skip=False, type=vim.view.ContainerView)])],
-                propSet=[collector.PropertySpec(type=kind, pathSet=list(paths))])
-            return [(o.obj, {p.name: p.val for p in o.propSet})
-                    for o in self.content.propertyCollector.RetrieveContents([spec])]
-        finally:
-            view.Destroy()
+        content = self.content
+        view = self._views.get(kind)
+        if view is None:
+            view = self._views[kind] = content.viewManager.CreateContainerView(
+                content.rootFolder, [kind], True)
+        collector = vmodl.query.PropertyCollector
+        spec = collector.FilterSpec(
+            objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[collector.TraversalSpec(
+                name="view", path="view", skip=False, type=type(view))])],
+            propSet=[collector.PropertySpec(type=kind, pathSet=list(paths))])
+        return [(o.obj, {p.name: p.val for p in o.propSet})
+                for o in content.propertyCollector.RetrieveContents([spec])]
 
     def wait(self, task):
         """The result of a task; a VsphereError with its fault message if it failed."""
@@ -151,11 +202,22 @@ class VsphereBackend(Backend):
     def datastores(self):
         from pyVmomi import vim
 
-        stores = []
-        for _, props in self._retrieve(vim.Datastore, ("name", "summary.url", "summary.type")):
+        stores, found = [], {}
+        for store, props in self._retrieve(vim.Datastore, ("name", "browser", "summary.url", "summary.type",
+                                                           "summary.capacity", "summary.freeSpace")):
+            found[props["name"]] = (props["browser"], props.get("summary.capacity"),
+                                    props.get("summary.freeSpace"))
             stores.append(Datastore(props["name"], props["summary.url"],
                                     f"[{props['name']}]", props["summary.type"].lower()))
+        self._stores = found
         return sorted(stores, key=lambda ds: ds.name)
+
+    def space(self, datastore):
+        """(capacity MB, free MB) as vSphere reports them."""
+        if datastore.name not in self._stores:
+            self.datastores()
+        _, capacity, free = self._stores.get(datastore.name, (None, None, None))
+        return (None if capacity is None else capacity >> 20, None if free is None else free >> 20)
 
     def vms(self):
         from pyVmomi import vim
@@ -195,25 +257,24 @@ class VsphereBackend(Backend):
     def descriptor(self, datastore, vmgroup_uuid, volume):
         return f"[{datastore.name}] dockvols/{vmgroup_uuid}/{volume}.vmdk"
 
-    def _datastore_object(self, datastore_path):
-        from pyVmomi import vim
-
+    def _browser(self, datastore_path):
         name, _ = split_path(datastore_path)
-        store = next((o for o, p in self._retrieve(vim.Datastore, ("name",)) if p["name"] == name), None)
-        if store is None:
+        if name not in self._stores:
+            self.datastores()
+        if name not in self._stores:
             raise NotFound(f"Datastore {name} does not exist")
-        return store
+        return self._stores[name][0]
 
     def _search(self, folder, patterns):
         """(folder path, [file names]) under a datastore folder; [] when it does not exist."""
         from pyVmomi import vim
 
-        store = self._datastore_object(folder)
+        browser = self._browser(folder)
         spec = vim.host.DatastoreBrowser.SearchSpec(
             query=[vim.host.DatastoreBrowser.Query()], matchPattern=list(patterns),
             details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
         try:
-            results = self.wait(store.browser.SearchDatastoreSubFolders_Task(datastorePath=folder,
+            results = self.wait(browser.SearchDatastoreSubFolders_Task(datastorePath=folder,
                                                                               searchSpec=spec))
         except TaskFailed as exc:
             if exc.is_a("FileNotFound"):
@@ -238,6 +299,7 @@ class VsphereBackend(Backend):
                 raise FileExistsError(descriptor) from None
             raise VsphereError(f"Failed to create volume: {exc}") from None
         self._sizes[descriptor] = size_mb
+        self._listings.pop(split_path(descriptor)[0], None)
 
     def clone_disk(self, source, target, diskformat):
         from pyVmomi import vim
@@ -262,9 +324,11 @@ class VsphereBackend(Backend):
                 raise FileExistsError(target) from None
             raise VsphereError(f"Failed to clone volume: {exc}") from None
         self._sizes[target] = capacity >> 20
+        self._listings.pop(split_path(target)[0], None)
 
     def delete_disk(self, descriptor):
         datacenter = self._datacenter()
+        self._listings.pop(split_path(descriptor)[0], None)
         for run in (lambda: self.content.fileManager.DeleteDatastoreFile_Task(
                         name=sidecar_path(descriptor), datacenter=datacenter),
                     lambda: self.content.virtualDiskManager.DeleteVirtualDisk_Task(
@@ -281,12 +345,12 @@ class VsphereBackend(Backend):
         from pyVmomi import vim
 
         folder, _, file_name = descriptor.rpartition("/")
-        store = self._datastore_object(descriptor)
+        browser = self._browser(descriptor)
         spec = vim.host.DatastoreBrowser.SearchSpec(
             query=[vim.host.DatastoreBrowser.VmDiskQuery(
                 details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))],
             matchPattern=[file_name], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
-        result = self.wait(store.browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec))
+        result = self.wait(browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec))
         found = next((f for f in (result.file or []) if f.path == file_name), None) if result else None
         if found is None:
             raise NotFound(f"Volume {file_name[:-5]} not found (file: {descriptor})")
@@ -296,8 +360,45 @@ class VsphereBackend(Backend):
             capacity = int(meta.get("capacityMB") or self._sizes.get(descriptor, 0)) << 20
         return capacity, getattr(found, "fileSize", None) or 0
 
+    def _listing(self, datastore_name, fresh=False):
+        """{descriptor: (capacity bytes or None, allocated bytes)} of every disk under
+        ``[ds] dockvols``, from one datastore-browser search (kept LISTING_TTL seconds)."""
+        from pyVmomi import vim
+
+        cached = self._listings.get(datastore_name)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < LISTING_TTL:
+            return cached[1]
+        root = f"[{datastore_name}] dockvols"
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            query=[vim.host.DatastoreBrowser.VmDiskQuery(
+                details=vim.host.DatastoreBrowser.VmDiskQuery.Details(capacityKb=True))],
+            matchPattern=["*.vmdk"], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
+        browser = self._browser(root)
+        try:
+            results = self.wait(browser.SearchDatastoreSubFolders_Task(datastorePath=root,
+                                                                              searchSpec=spec))
+        except TaskFailed as exc:
+            if not exc.is_a("FileNotFound"):
+                raise
+            results = []
+        disks = {}
+        for result in results or []:
+            folder = result.folderPath.rstrip("/")
+            for found in result.file or []:
+                if found.path.endswith(".vmdk") and not found.path.endswith("-flat.vmdk"):
+                    capacity = getattr(found, "capacityKb", None)
+                    disks[f"{folder}/{found.path}"] = (capacity * 1024 if capacity else None,
+                                                       getattr(found, "fileSize", None) or 0)
+        self._listings[datastore_name] = (time.monotonic(), disks)
+        return disks
+
     def allocated_bytes_many(self, descriptors):
-        return [None for _ in descriptors]
+        """Allocated size of each disk (None when it is gone): one search per datastore."""
+        sizes = []
+        for descriptor in descriptors:
+            found = self._listing(split_path(descriptor)[0]).get(descriptor)
+            sizes.append(None if found is None else found[1])
+        return sizes
 
     def supports_policies(self, datastore):
         return datastore.type == "vsan"
@@ -309,11 +410,10 @@ class VsphereBackend(Backend):
 
     def volume_files(self, datastore):
         root = f"[{datastore.name}] dockvols"
-        for folder, files in self._search(root, ["*.vmdk"]):
+        for descriptor in sorted(self._listing(datastore.name, fresh=True)):
+            folder, _, name = descriptor.rpartition("/")
             vmgroup_uuid = None if folder == root else folder[len(root) + 1:].split("/")[0]
-            for name in sorted(files):
-                if not name.endswith("-flat.vmdk"):
-                    yield vmgroup_uuid, name[:-len(".vmdk")], f"{folder}/{name}"
+            yield vmgroup_uuid, name[:-len(".vmdk")], descriptor
 
     # -- attach and detach: ReconfigVM_Task on ParaVirtual SCSI controllers ---------------------
 
@@ -426,13 +526,15 @@ class VsphereBackend(Backend):
 
     def _file_request(self, method, datastore_path, body=None):
         datastore_name, path = split_path(datastore_path)
-        query = urllib.parse.urlencode({"dcPath": self._datacenter().name, "dsName": datastore_name})
+        self._datacenter()
+        query = urllib.parse.urlencode({"dcPath": self._datacenter_name, "dsName": datastore_name})
         connection = http.client.HTTPSConnection(self.settings["host"], int(self.settings.get("port", 443)),
                                                  context=self._ssl_context(), timeout=60)
         try:
             connection.request(method, f"/folder/{urllib.parse.quote(path)}?{query}", body=body,
                                headers={"Cookie": self.si._stub.cookie,
                                         "Content-Type": "application/octet-stream"})
+            self.round_trips += 1
             response = connection.getresponse()
             return response.status, response.read()
         finally:

@@ -43,15 +43,10 @@ def register(cli):
     @command(datastore, "ls", "List datastores", audited=False)
     @output_format_option
     def datastore_ls(output_format):
-        import os
-
         records = []
-        for ds in backend().datastores():
-            try:
-                st = os.statvfs(ds.path)
-                capacity, free = st.f_blocks * st.f_frsize >> 20, st.f_bavail * st.f_frsize >> 20
-            except OSError:
-                capacity = free = None
+        inventory = backend()
+        for ds in inventory.datastores():
+            capacity, free = inventory.space(ds)
             records.append({"name": ds.name, "url": ds.url, "path": ds.path, "type": ds.type,
                             "capacity_mb": capacity, "free_mb": free})
         emit_records(DATASTORE_COLUMNS, records)
