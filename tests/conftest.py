@@ -252,11 +252,16 @@ def vcsim_servers(vcsim_binary):
 
     def server(mode):
         if mode not in running:
-            process = subprocess.Popen([vcsim_binary] + (["-esx"] if mode == "esx" else []),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # Its log goes to a file: it writes a line for every property
+            # collector wait, which would fill an unread pipe and stop it.
+            log_path = os.path.join(os.path.dirname(vcsim_binary), f"vcsim-{mode}.log")
+            with open(log_path, "w") as log:
+                process = subprocess.Popen([vcsim_binary] + (["-esx"] if mode == "esx" else []),
+                                           stdout=subprocess.PIPE, stderr=log, text=True)
             url = process.stdout.readline().strip()
             if not url:
-                raise RuntimeError(f"vcsim did not start: {process.stderr.read()}")
+                with open(log_path) as log:
+                    raise RuntimeError(f"vcsim did not start: {log.read()}")
             running[mode] = (process, urllib.parse.urlparse(url))
         return running[mode][1]
 

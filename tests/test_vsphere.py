@@ -2,6 +2,7 @@
 vCenter and as a standalone ESX host, with authorization from the auth DB."""
 
 import json
+import time
 
 import pytest
 
@@ -118,3 +119,103 @@ def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
             executor.ok(vm.name, "remove", f"rt{i}")
     finally:
         executor.stop()
+
+
+def make_vm(backend, name):
+    """A VM of the simulator with one empty PVSCSI controller (bus 0) and no disk."""
+    from pyVmomi import vim
+
+    datacenter = backend._datacenter()
+    pool = datacenter.hostFolder.childEntity[0].resourcePool
+    controller = vim.vm.device.VirtualDeviceSpec(
+        operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+        device=vim.vm.device.ParaVirtualSCSIController(key=-1, busNumber=0, sharedBus="noSharing"))
+    spec = vim.vm.ConfigSpec(name=name, guestId="otherGuest64", numCPUs=1, memoryMB=128,
+                             files=vim.vm.FileInfo(vmPathName=f"[{backend.datastores()[0].name}]"),
+                             deviceChange=[controller])
+    return backend.wait(datacenter.vmFolder.CreateVM_Task(config=spec, pool=pool))
+
+
+def scsi_layout(vm_object):
+    """PVSCSI bus -> sorted units of its disks."""
+    from pyVmomi import vim
+
+    devices = vm_object.config.hardware.device
+    return {c.busNumber: sorted(d.unitNumber for d in devices if isinstance(d, vim.vm.device.VirtualDisk)
+                                and d.controllerKey == c.key)
+            for c in devices if isinstance(c, vim.vm.device.ParaVirtualSCSIController)}
+
+
+def test_sixteen_attaches_fill_a_controller_and_the_61st_is_refused(vsphere_home, admin):
+    """Through a real vmdk-opsd: units 0-6 and 8-15 of controller 0 first,
+    the 16th volume on a new controller, 60 on four, the 61st refused."""
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    backend = get_backend()
+    vm_object = make_vm(backend, "docker-host-16")
+    executor = Executor(vsphere_home).start()
+    names = [f"a{i:02d}" for i in range(61)]
+    try:
+        for name in names:
+            executor.ok("docker-host-16", "create", name, {"size": "1mb"})
+        units = [executor.ok("docker-host-16", "attach", name)["Unit"] for name in names[:16]]
+        assert units == [str(u) for u in (0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 0)]
+        assert scsi_layout(vm_object) == {0: [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15], 1: [0]}
+        for name in names[16:60]:
+            executor.ok("docker-host-16", "attach", name)
+        assert scsi_layout(vm_object) == {bus: [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]
+                                          for bus in range(4)}
+        assert executor.err("docker-host-16", "attach", names[60]) == (
+            "Failed to place new disk - The maximum number of supported volumes has been reached.")
+        assert executor.ok("docker-host-16", "get", names[60])["status"] == "detached"
+        for name in names[:60]:
+            executor.ok("docker-host-16", "detach", name)
+        assert all(not units for units in scsi_layout(vm_object).values())
+        for name in names:
+            executor.ok("docker-host-16", "remove", name)
+    finally:
+        executor.stop()
+        backend.wait(vm_object.Destroy_Task())
+
+
+def test_a_vm_that_powers_off_gives_its_volumes_back(vsphere_home, admin):
+    """The executor watches power states: when a VM powers off, its volumes are
+    detached, their side-cars say so (unless one names another VM: the guarded
+    write) and the index follows; another VM can then attach them."""
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    backend = get_backend()
+    vm_object = make_vm(backend, "docker-host-off")
+    backend.wait(vm_object.PowerOnVM_Task())
+    other = next(v for v in sorted(backend.vms(), key=lambda v: v.name) if v.name != "docker-host-off")
+    executor = Executor(vsphere_home).start()
+    try:
+        for name in ("off1", "off2"):
+            executor.ok("docker-host-off", "create", name, {"size": "1mb"})
+            executor.ok("docker-host-off", "attach", name)
+        # A side-car that names another VM is not the watch's to change.
+        descriptor = next(d for d in backend.attached_disks(backend.find_vm("docker-host-off"))
+                          if d.endswith("/off2.vmdk"))
+        meta = backend.read_metadata(descriptor)
+        backend.write_metadata(descriptor, dict(meta, attachedVMUuid=other.uuid, attachedVMName=other.name))
+        backend.wait(vm_object.PowerOffVM_Task())
+        deadline = time.monotonic() + 20
+        while scsi_layout(vm_object)[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert scsi_layout(vm_object) == {0: []}
+        deadline = time.monotonic() + 10
+        while executor.ok(other.name, "get", "off1")["status"] != "detached" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert executor.ok(other.name, "get", "off1")["status"] == "detached"
+        assert executor.ok(other.name, "get", "off2")["attached to VM"] == other.name
+        rows = parse_table(admin.ok("volume ls -c volume,attached-to"))
+        assert [(r["Volume"], r["Attached-to"]) for r in rows] == [("off1", "detached"), ("off2", "detached")]
+        assert executor.ok(other.name, "attach", "off1")["Unit"]
+        executor.ok(other.name, "detach", "off1")
+        log = (vsphere_home / "log" / "vmdk_ops.log").read_text()
+        assert f"VM docker-host-off powered off: detached {descriptor}" in log
+    finally:
+        executor.stop()
+        backend.wait(vm_object.Destroy_Task())

@@ -12,6 +12,7 @@ The password never appears on a command line or in a log."""
 
 import http.client
 import json
+import logging
 import os
 import ssl
 import threading
@@ -21,11 +22,14 @@ import urllib.parse
 from ..errors import NotFound, VmdkopsError
 from . import Backend, Datastore, VirtualMachine, pvscsi
 
+log = logging.getLogger("vmdkops.vsphere")
+
 PASSWORD_ENV = "VMDKOPS_VSPHERE_PASSWORD"
 DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated", "eagerzeroedthick": "eagerZeroedThick"}
 TASK_TIMEOUT = 600
 SESSION_CHECK = 30  # seconds between checks that the session is still alive
-LISTING_TTL = 5  # seconds a datastore's disk listing serves volume_files and allocated sizes
+LISTING_TTL = 5
+WATCH_WAIT = 2  # seconds each WaitForUpdatesEx may wait: how soon the watch sees its stop  # seconds a datastore's disk listing serves volume_files and allocated sizes
 
 
 class VsphereError(VmdkopsError):
@@ -74,6 +78,7 @@ class VsphereBackend(Backend):
         # Capacity (MB) of disks made by this process, kept in their side-cars
         # too: the simulator's datastore browser reports no capacity.
         self._sizes = {}
+        self._watching = None  # the property collector of a running power-state watch
 
     # -- the session ----------------------------------------------------------------
 
@@ -521,6 +526,77 @@ class VsphereBackend(Backend):
                     self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
                 except TaskFailed as exc:
                     raise VsphereError(f"Failed to detach {descriptor}: {exc}") from None
+
+    # -- power state: a VM that powers off gives its volumes back ------------------------------
+
+    def watch_power_off(self, powered_off, stop):
+        """Call ``powered_off(vm)`` for every VM that powers off, until ``stop``
+        is set: WaitForUpdatesEx on ``runtime.powerState`` through a property
+        collector of its own. VMs already off when the watch starts are
+        reported too (they may have powered off while no one watched). A lost
+        session or connection is made again, waiting longer each time."""
+        delay = 1
+        while not stop.is_set():
+            try:
+                self._watch(powered_off, stop)
+                return
+            except Exception as exc:  # noqa: BLE001 - the watch outlives vSphere's outages
+                log.warning("power-state watch interrupted (%s); again in %d s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 60)
+                with self._lock:
+                    self._checked = 0.0  # check the session before the next attempt
+
+    def _watch(self, powered_off, stop):
+        from pyVmomi import vim, vmodl
+
+        content = self.content
+        collector = content.propertyCollector.CreatePropertyCollector()
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        pc = vmodl.query.PropertyCollector
+        collector.CreateFilter(pc.FilterSpec(
+            objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(
+                name="view", path="view", skip=False, type=vim.view.ContainerView)])],
+            propSet=[pc.PropertySpec(type=vim.VirtualMachine,
+                                     pathSet=["name", "config.uuid", "runtime.powerState"])]),
+            partialUpdates=True)
+        known, version = {}, ""
+        self._watching = collector
+        try:
+            while not stop.is_set():
+                update = collector.WaitForUpdatesEx(version, pc.WaitOptions(maxWaitSeconds=WATCH_WAIT))
+                if update is None:
+                    continue
+                version = update.version
+                for found in (o for f in update.filterSet or [] for o in f.objectSet or []):
+                    if found.kind == "leave":
+                        known.pop(found.obj._moId, None)
+                        continue
+                    props = known.setdefault(found.obj._moId, {})
+                    props.update({c.name: c.val for c in found.changeSet or []})
+                    changed = {c.name for c in found.changeSet or []}
+                    if "runtime.powerState" in changed and props["runtime.powerState"] == "poweredOff" \
+                            and props.get("config.uuid"):
+                        powered_off(VirtualMachine(props["name"], props["config.uuid"].lower(), ""))
+        except vmodl.fault.RequestCanceled:
+            if not stop.is_set():
+                raise
+        finally:
+            self._watching = None
+            try:
+                collector.DestroyPropertyCollector()
+                view.Destroy()
+            except Exception:  # noqa: BLE001 - the session may be gone already
+                pass
+
+    def stop_watch(self):
+        """End a power-state watch's pending wait (its ``stop`` must be set first)."""
+        collector = self._watching
+        if collector is not None:
+            try:
+                collector.CancelWaitForUpdates()
+            except Exception:  # noqa: BLE001 - it ends at its next wait anyway
+                pass
 
     # -- side-cars through the datastore file interface ---------------------------------------
 

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 from .. import __version__, config, db
 from ..errors import NotFound, VmdkopsError
@@ -218,10 +218,7 @@ class Dispatcher:
     def _force_detach(self, vm, name, session):
         """Detach for a VM that lost its vmgroup (#1441): no privilege check,
         the disk found among the VM's own attachments."""
-        from sqlalchemy import update
-
-        from .. import names, volumes
-        from ..db.models import Volume
+        from .. import names
 
         parsed = names.parse(name)
         if parsed.datastore is None:
@@ -229,13 +226,43 @@ class Dispatcher:
         datastore = self.backend.datastore_by_name(parsed.datastore)
         if datastore is None:
             raise NotFound(f"Invalid datastore '{parsed.datastore}'.")
-        with self.locks.hold(f"vm:{vm.uuid}"):
-            for descriptor in self.backend.attached_disks(vm):
-                if self.backend.volume_of(descriptor) == (datastore, parsed.volume):
-                    self.backend.detach(vm, descriptor)
-                    volumes.mark_detached(self.backend, descriptor, vm)
-                    session.execute(update(Volume).where(
-                        Volume.datastore_url == datastore.url, Volume.name == parsed.volume,
-                        Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
-                    session.commit()
+        for descriptor in self.backend.attached_disks(vm):
+            if self.backend.volume_of(descriptor) == (datastore, parsed.volume):
+                self._detach(vm, descriptor, session)
         return None
+
+    def _detach(self, vm, descriptor, session):
+        """Take a disk off a VM: the device, its side-car (guarded) and the index."""
+        from sqlalchemy import update
+
+        from .. import volumes
+        from ..db.models import Volume
+
+        datastore, volume = self.backend.volume_of(descriptor)
+        group_uuid = descriptor.rpartition("/")[0].rpartition("/")[2]
+        with self.locks.hold(f"{datastore.name}.{group_uuid}.{volume}", f"vm:{vm.uuid}"):
+            self.backend.detach(vm, descriptor)
+            volumes.mark_detached(self.backend, descriptor, vm)
+            if session is not None:
+                session.execute(update(Volume).where(
+                    Volume.datastore_url == datastore.url, Volume.name == volume,
+                    Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
+                session.commit()
+
+    def vm_powered_off(self, vm):
+        """A VM powered off: its volumes are detached, so that another VM can use
+        them (spec esx-service §14.4). Errors are logged; the watch goes on."""
+        from sqlalchemy.orm import Session
+
+        disks = self.backend.attached_disks(vm)
+        if not disks:
+            return
+        state = config.detect()
+        configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
+        with Session(self.engine(state)) if configured else nullcontext() as session:
+            for descriptor in disks:
+                try:
+                    self._detach(vm, descriptor, session)
+                    log.info("VM %s powered off: detached %s", vm.name, descriptor)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("Could not detach %s for %s: %s", descriptor, vm.name, exc)

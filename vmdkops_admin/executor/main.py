@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from .. import __version__
 from ..paths import layout
@@ -150,6 +151,11 @@ def main(argv=None):
 
     reconcile_at_start(backend, log)
     dispatcher = Dispatcher(backend)
+    stop_watch, watch = threading.Event(), None
+    if hasattr(backend, "watch_power_off"):
+        watch = threading.Thread(target=backend.watch_power_off, args=(dispatcher.vm_powered_off, stop_watch),
+                                 name="power-state watch", daemon=True)
+        watch.start()
     server = Server(dispatcher, listeners, workers=args.workers)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
@@ -162,6 +168,10 @@ def main(argv=None):
     try:
         server.serve()
     finally:
+        stop_watch.set()
+        if watch is not None:
+            backend.stop_watch()
+            watch.join(timeout=10)
         dispatcher.close()
         for path in (paths.service_pid, paths.service_state):
             if os.path.exists(path):
