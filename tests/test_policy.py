@@ -13,11 +13,13 @@ CONTENT = '(("proportionalCapacity" i0)("hostFailuresToTolerate" i0))'
 
 
 def test_s88_s89_create_and_list(admin):
-    assert admin.ok("policy ls").splitlines()[0].split() == ["Policy", "Name", "Policy", "Content", "Active"]
+    assert admin.ok("policy ls").splitlines()[0].split() == ["Policy", "Name", "Policy", "Content", "Active",
+                                                             "Kind", "Applies", "To"]
     assert admin.ok("policy", "create", "--name", "some-policy", "--content", CONTENT) == \
         "Successfully created policy: some-policy\n"
     assert parse_table(admin.ok("policy ls")) == [
-        {"Policy Name": "some-policy", "Policy Content": CONTENT, "Active": "Unused"}]
+        {"Policy Name": "some-policy", "Policy Content": CONTENT, "Active": "Unused", "Kind": "recorded",
+         "Applies To": "every datastore (kept with the volume)"}]
 
 
 def test_s90_in_use(executor, admin, inventory):
@@ -35,7 +37,8 @@ def test_s91_s92_twice_and_missing(admin):
     admin.ok("policy", "create", "--name", "p", "--content", CONTENT)
     assert admin.err("policy", "create", "--name", "p", "--content", "other") == "Error: Policy already exists"
     assert json.loads(admin.ok("policy ls --output-format=json")) == [
-        {"name": "p", "content": CONTENT, "volumes": 0}]
+        {"name": "p", "content": CONTENT, "volumes": 0, "kind": "recorded",
+         "applies": "every datastore (kept with the volume)"}]
     assert admin.err("policy rm --name=test_policy") == "Policy test_policy does not exist"
 
 

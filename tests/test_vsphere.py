@@ -9,15 +9,29 @@ import pytest
 from conftest import parse_table
 
 
-@pytest.fixture(params=["vpx", "esx"])
-def vsphere_home(request, home, vcsim_servers, admin, tmp_path):
-    url = vcsim_servers(request.param)
+def use_vsphere(home, url, tmp_path, admin):
+    """vsphere.json for a simulator, with the password in a file as an admin keeps it."""
     (tmp_path / "password").write_text("pass\n")
     (home / "vsphere.json").write_text(json.dumps({
         "host": url.hostname, "port": url.port, "user": "user",
         "password_file": str(tmp_path / "password"), "insecure": True}))
     admin.ok("config init --local")
     return home
+
+
+@pytest.fixture(params=["vpx", "esx"])
+def vsphere_home(request, home, vcsim_servers, admin, tmp_path):
+    return use_vsphere(home, vcsim_servers(request.param), tmp_path, admin)
+
+
+@pytest.fixture
+def vcenter_home(home, vcsim_servers, admin, tmp_path):
+    return use_vsphere(home, vcsim_servers("vpx"), tmp_path, admin)
+
+
+@pytest.fixture
+def esx_home(home, vcsim_servers, admin, tmp_path):
+    return use_vsphere(home, vcsim_servers("esx"), tmp_path, admin)
 
 
 def test_executor_on_vsphere(vsphere_home, admin):
@@ -216,6 +230,90 @@ def test_a_vm_that_powers_off_gives_its_volumes_back(vsphere_home, admin):
         executor.ok(other.name, "detach", "off1")
         log = (vsphere_home / "log" / "vmdk_ops.log").read_text()
         assert f"VM docker-host-off powered off: detached {descriptor}" in log
+        backend.write_metadata(descriptor, dict(meta, status="detached", attachedVMUuid=None))
+        for name in ("off1", "off2"):
+            executor.ok(other.name, "remove", name)
     finally:
         executor.stop()
         backend.wait(vm_object.Destroy_Task())
+
+
+GOLD = '(("hostFailuresToTolerate" i1) ("forceProvisioning" i1))'
+
+
+def vcenter_rules(name):
+    """{capability: value} of a vCenter storage policy, read from SPBM."""
+    from vmdkops_admin.backends import get_backend
+
+    profile = get_backend().spbm.profiles().get(name)
+    if profile is None:
+        return None
+    return {prop.id: prop.value for sub in profile.constraints.subProfiles for cap in sub.capability
+            for constraint in cap.constraint for prop in constraint.propertyInstance}
+
+
+def test_storage_policies_on_vcenter_are_spbm_profiles(vcenter_home, admin):
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    rows = {r["Policy Name"]: r for r in parse_table(admin.ok("policy ls"))}
+    builtin = rows["vSAN Default Storage Policy"]
+    assert (builtin["Kind"], builtin["Active"]) == ("SPBM (vCenter's)", "Unused")
+    assert '("hostFailuresToTolerate" i1)' in builtin["Policy Content"]
+
+    assert admin.err("policy", "create", "--name", "bad", "--content", '(("x" i1)') == \
+        "Error: Invalid policy string"
+    assert admin.err("policy", "create", "--name", "bad", "--content", '(("x" iy))') == \
+        "Error: Invalid policy string: x needs an integer"
+    assert vcenter_rules("bad") is None and "bad" not in admin.ok("policy ls")
+    assert admin.ok("policy", "create", "--name", "gold", "--content", GOLD) == \
+        "Successfully created policy: gold\n"
+    assert vcenter_rules("gold") == {"hostFailuresToTolerate": 1, "forceProvisioning": 1}
+
+    vm = sorted(get_backend().vms(), key=lambda v: v.name)[0]
+    executor = Executor(vcenter_home).start()
+    try:
+        executor.ok(vm.name, "create", "pv", {"size": "10mb", "vsan-policy-name": "gold"})
+        executor.ok(vm.name, "create", "dv", {"size": "10mb", "vsan-policy-name": "vSAN Default Storage Policy"})
+        assert executor.err(vm.name, "create", "nv", {"vsan-policy-name": "tin"}) == \
+            "Policy tin does not exist. Available policies are: ['gold']"
+        assert executor.ok(vm.name, "get", "pv")["vsan-policy-name"] == "gold"
+        rows = {r["Policy Name"]: r for r in parse_table(admin.ok("policy ls"))}
+        assert (rows["gold"]["Kind"], rows["gold"]["Active"], rows["gold"]["Applies To"]) == (
+            "SPBM", "In use by 1 volumes", f"vCenter {json.loads((vcenter_home / 'vsphere.json').read_text())['host']}")
+        assert rows["vSAN Default Storage Policy"]["Active"] == "In use by 1 volumes"
+        assert parse_table(admin.ok("volume ls -c volume,policy")) == [
+            {"Volume": "dv", "Policy": "vSAN Default Storage Policy"}, {"Volume": "pv", "Policy": "gold"}]
+        executor.ok(vm.name, "attach", "pv")  # the disk gets the profile's current rules
+        silver = '(("hostFailuresToTolerate" i0) ("stripeWidth" i2))'
+        assert admin.ok("policy", "update", "--name", "gold", "--content", silver) == \
+            "Successfully updated policy gold\nApplied to 1 volumes.\n"
+        assert vcenter_rules("gold") == {"hostFailuresToTolerate": 0, "stripeWidth": 2}
+        assert admin.err("policy rm --name=gold") == f"Cannot remove. Policy is in use by pv@{vm.datastore}"
+        executor.ok(vm.name, "detach", "pv")
+        for name in ("pv", "dv"):
+            executor.ok(vm.name, "remove", name)
+    finally:
+        executor.stop()
+    assert admin.ok("policy rm --name=gold") == "Successfully removed policy: gold\n"
+    assert vcenter_rules("gold") is None
+
+
+def test_storage_policies_on_a_standalone_host_are_vsan_text(esx_home, admin):
+    assert admin.err("policy", "create", "--name", "bad", "--content", "fast please") == \
+        "Error: Invalid policy string"
+    admin.ok("policy", "create", "--name", "gold", "--content", GOLD)
+    assert parse_table(admin.ok("policy ls")) == [{
+        "Policy Name": "gold", "Policy Content": GOLD, "Active": "Unused", "Kind": "vSAN",
+        "Applies To": "no vSAN datastore"}]
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    vm = get_backend().vms()[0]
+    executor = Executor(esx_home).start()
+    try:
+        assert executor.err(vm.name, "create", "pv", {"vsan-policy-name": "gold"}) == \
+            "Cannot use a VSAN policy on a non-VSAN datastore"
+    finally:
+        executor.stop()
+    admin.ok("policy rm --name=gold")

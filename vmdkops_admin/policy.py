@@ -16,7 +16,7 @@ def get(session, name):
     return session.scalars(select(Policy).where(Policy.name == name)).first()
 
 
-def create(session, name, content):
+def create(session, backend, name, content):
     if not _NAME.fullmatch(name):
         raise InvalidArgument(f"Policy name {name} is invalid, only [A-Za-z0-9_][A-Za-z0-9_.-]* "
                               "(at most 128 characters) is allowed")
@@ -24,6 +24,7 @@ def create(session, name, content):
         raise AlreadyExists("Error: Policy already exists")
     session.add(Policy(name=name, content=content))
     session.flush()
+    backend.policy_created(name, content)
     return f"Successfully created policy: {name}"
 
 
@@ -49,15 +50,34 @@ def remove(session, backend, name):
         raise VmdkopsError(f"Cannot remove. Policy is in use by {users[0][0]}")
     session.delete(policy)
     session.flush()
+    backend.policy_removed(name)
     return f"Successfully removed policy: {name}"
 
 
-def list_policies(session):
+def list_policies(session, backend):
+    """The auth DB's policies and the storage layer's own (vCenter's SPBM
+    profiles), with the number of volumes that use each and where it applies."""
     counts = dict(session.execute(select(Volume.policy_id, func.count(Volume.id))
                                   .where(Volume.policy_id.is_not(None))
                                   .group_by(Volume.policy_id)).all())
-    return [{"name": p.name, "content": p.content, "volumes": counts.get(p.id, 0)}
-            for p in session.scalars(select(Policy).order_by(Policy.name))]
+    kind, applies = backend.policy_scope()
+    external = {name: (rules, ours) for name, rules, ours in backend.external_policies()}
+    records = []
+    for p in session.scalars(select(Policy).order_by(Policy.name)):
+        missing = external and p.name not in external
+        records.append({"name": p.name, "content": p.content, "volumes": counts.get(p.id, 0),
+                        "kind": f"{kind} (missing there)" if missing else kind, "applies": applies})
+    ours = {r["name"] for r in records}
+    if external:
+        used = {}
+        for (options,) in session.execute(select(Volume.options).where(Volume.policy_id.is_(None))):
+            name = (options or {}).get("vsan-policy-name")
+            used[name] = used.get(name, 0) + 1
+        for name, (rules, _) in sorted(external.items()):
+            if name not in ours:
+                records.append({"name": name, "content": rules, "volumes": used.get(name, 0),
+                                "kind": f"{kind} (vCenter's)", "applies": applies})
+    return records
 
 
 def active_text(count):
@@ -72,6 +92,7 @@ def update(session, backend, name, content):
         raise NotFound(f"Error: Policy {name} does not exist")
     if " ".join(policy.content.split()) == " ".join(content.split()):
         raise InvalidArgument("Error: New policy is identical to old policy. Ignoring.")
+    backend.policy_updated(name, content)
     users = _users(session, backend, policy)
     failed = []
     for full_name, descriptor in users:

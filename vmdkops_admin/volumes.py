@@ -175,7 +175,8 @@ class Request:
         mb = size_mb(opts.get("size", "100mb"))
         if mb <= 0:
             raise InvalidArgument("Invalid volume size specified.")
-        self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"]),
+        self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"],
+                                                              policy=policy[1] if policy else None),
                    {"status": "detached", "volOpts": opts, "created": created_now(),
                     "created-by": self.vm.name}, policy)
 
@@ -191,6 +192,9 @@ class Request:
                     if self.session is not None else [])
         found = next((p for p in policies if p.name == name), None)
         if found is None:
+            rules = self.backend.find_external_policy(name)  # one of vCenter's own
+            if rules is not None:
+                return None, name, rules
             message = f"Policy {name} does not exist."
             if policies:
                 message += f" Available policies are: {[p.name for p in policies]}"

@@ -62,6 +62,28 @@ class Backend:
         return (next((vm for vm in vms if vm.uuid.lower() == wanted), None)
                 or next((vm for vm in vms if vm.name == name_or_uuid), None))
 
+    # Storage policies of the auth DB, as the backend applies them.
+
+    def policy_scope(self):
+        """(kind, where it applies) of the auth DB's policies."""
+        return "recorded", "every datastore (kept with the volume)"
+
+    def external_policies(self):
+        """(name, rules, made by us) of policies the storage layer holds itself."""
+        return []
+
+    def find_external_policy(self, name):
+        return None
+
+    def policy_created(self, name, content):
+        """Give a new policy to the storage layer (nothing to do by default)."""
+
+    def policy_updated(self, name, content):
+        """New rules for a policy of the storage layer, before they reach its volumes."""
+
+    def policy_removed(self, name):
+        """Forget a policy in the storage layer."""
+
     def vmgroup_renamed(self, vmgroup_uuid, old_name, new_name):
         """Move the ``dockvols/<name>`` links of a renamed vmgroup."""
 

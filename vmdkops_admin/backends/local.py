@@ -228,7 +228,7 @@ class LocalBackend(Backend):
     def disk_exists(self, descriptor):
         return os.path.isfile(descriptor)
 
-    def create_disk(self, descriptor, size_mb, diskformat):
+    def create_disk(self, descriptor, size_mb, diskformat, policy=None):
         vmdkfile.create(descriptor, size_mb, diskformat)
 
     def clone_disk(self, source, target, diskformat):

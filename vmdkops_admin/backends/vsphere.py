@@ -124,13 +124,17 @@ class VsphereBackend(Backend):
                                f"at {self.settings['host']}") from None
         except OSError as exc:
             raise VsphereError(f"Cannot reach vSphere at {self.settings['host']}: {exc}") from None
-        stub, invoke = si._stub, si._stub.InvokeMethod
+        self._count(si._stub)
+        return si
+
+    def _count(self, stub):
+        """Count the round trips of a SOAP stub in ``round_trips``."""
+        invoke = stub.InvokeMethod
 
         def counted(*args, **kwargs):
             self.round_trips += 1
             return invoke(*args, **kwargs)
         stub.InvokeMethod = counted
-        return si
 
     def session_info(self):
         """What ``vmdkops_admin status`` shows of the vSphere session."""
@@ -250,14 +254,17 @@ class VsphereBackend(Backend):
     def vmgroup_dir(self, datastore, vmgroup_uuid, vmgroup_name, create=False):
         path = f"[{datastore.name}] dockvols/{vmgroup_uuid}"
         if create:
-            from pyVmomi import vim
-
-            try:
-                self.content.fileManager.MakeDirectory(name=path, datacenter=self._datacenter(),
-                                                      createParentDirectories=True)
-            except vim.fault.FileAlreadyExists:
-                pass
+            self._make_directory(path)
         return path
+
+    def _make_directory(self, path):
+        from pyVmomi import vim
+
+        try:
+            self.content.fileManager.MakeDirectory(name=path, datacenter=self._datacenter(),
+                                                  createParentDirectories=True)
+        except vim.fault.FileAlreadyExists:
+            pass
 
     def descriptor(self, datastore, vmgroup_uuid, volume):
         return f"[{datastore.name}] dockvols/{vmgroup_uuid}/{volume}.vmdk"
@@ -291,11 +298,14 @@ class VsphereBackend(Backend):
         folder, _, file_name = descriptor.rpartition("/")
         return any(file_name in files for _, files in self._search(folder, [file_name]))
 
-    def create_disk(self, descriptor, size_mb, diskformat):
+    def create_disk(self, descriptor, size_mb, diskformat, policy=None):
+        """A new disk; on vCenter with the storage profile of ``policy`` (a name)."""
         from pyVmomi import vim
 
         spec = vim.VirtualDiskManager.FileBackedVirtualDiskSpec(
             adapterType="lsiLogic", diskType=DISK_TYPES[diskformat], capacityKb=size_mb * 1024)
+        if policy is not None and self.is_vcenter:
+            spec.profile = self._profile_spec(policy)
         try:
             self.wait(self.content.virtualDiskManager.CreateVirtualDisk_Task(
                 name=descriptor, datacenter=self._datacenter(), spec=spec))
@@ -405,8 +415,100 @@ class VsphereBackend(Backend):
             sizes.append(None if found is None else found[1])
         return sizes
 
+    # -- storage policies: SPBM on vCenter, the vSAN text on a standalone host ---------------
+
+    @property
+    def spbm(self):
+        from .spbm import Spbm
+
+        if getattr(self, "_spbm", None) is None:
+            self._spbm = Spbm(self)
+        return self._spbm
+
     def supports_policies(self, datastore):
-        return datastore.type == "vsan"
+        """vCenter gives a profile to a disk on any datastore; a standalone
+        host applies the vSAN text to vSAN objects only."""
+        return self.is_vcenter or datastore.type == "vsan"
+
+    def policy_scope(self):
+        """(kind, where it applies) of the policies of the auth DB."""
+        if self.is_vcenter:
+            return "SPBM", f"vCenter {self.settings['host']}"
+        vsan = [ds.name for ds in self.datastores() if ds.type == "vsan"]
+        return "vSAN", f"vSAN datastores: {', '.join(vsan)}" if vsan else "no vSAN datastore"
+
+    def external_policies(self):
+        """(name, rules as text, ours) of every vCenter storage policy."""
+        from .spbm import OURS, rules_text
+
+        if not self.is_vcenter:
+            return []
+        return [(name, rules_text(p), p.description == OURS) for name, p in sorted(self.spbm.profiles().items())]
+
+    def find_external_policy(self, name):
+        """The rules of a vCenter storage policy the auth DB does not hold, or None."""
+        return next((rules for found, rules, _ in self.external_policies() if found == name), None)
+
+    def _vsan_policy_file(self, name):
+        vsan = next((ds for ds in self.datastores() if ds.type == "vsan"), None)
+        return None if vsan is None else f"[{vsan.name}] dockvols/policies/{name}"
+
+    def policy_created(self, name, content):
+        from .spbm import parse_vsan
+
+        parse_vsan(content)
+        if self.is_vcenter:
+            self.spbm.create(name, content)
+            return
+        path = self._vsan_policy_file(name)
+        if path is not None:  # where the original kept it, for its tools
+            self._make_directory(path.rpartition("/")[0])
+            self._put_file(path, (content + "\n").encode())
+
+    def policy_updated(self, name, content):
+        from .spbm import parse_vsan
+
+        parse_vsan(content)
+        if self.is_vcenter:
+            self.spbm.update(name, content)
+        elif self._vsan_policy_file(name) is not None:
+            self._put_file(self._vsan_policy_file(name), (content + "\n").encode())
+
+    def policy_removed(self, name):
+        if self.is_vcenter:
+            self.spbm.delete(name)
+        elif self._vsan_policy_file(name) is not None:
+            self._file_request("DELETE", self._vsan_policy_file(name))
+
+    def _profile_spec(self, policy_name):
+        from pyVmomi import vim
+
+        return [vim.vm.DefinedProfileSpec(profileId=self.spbm.profile_id(policy_name))]
+
+    def apply_policy(self, descriptor, name, content):
+        """Record the policy in the side-car; on vCenter give the disk the
+        profile now when a VM has it, else at its next attach."""
+        from pyVmomi import vim
+
+        meta = self.read_metadata(descriptor)
+        if meta is None:
+            raise VsphereError(f"No metadata for {descriptor}")
+        meta["storagePolicy"] = {"name": name, "content": content}
+        self.write_metadata(descriptor, meta)
+        if not self.is_vcenter:
+            return
+        holder = self.attached_to(descriptor)
+        if holder is None:
+            return
+        vm = self._vm_object(next(v for v in self.vms() if v.uuid == holder[0]))
+        disk = next(d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+                    and getattr(d.backing, "fileName", None) == descriptor)
+        change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.edit,
+                                                 device=disk, profile=self._profile_spec(name))
+        try:
+            self.wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+        except TaskFailed as exc:
+            raise VsphereError(f"Failed to apply policy {name} to {descriptor}: {exc}") from None
 
     def volume_of(self, descriptor):
         """(datastore, volume name) of ``[ds] dockvols/<uuid>/<vol>.vmdk``."""
@@ -503,6 +605,9 @@ class VsphereBackend(Backend):
             deviceInfo=vim.Description(label="dockerDataVolume", summary="dockerDataVolume"))
         change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
                                                  device=disk)
+        policy = (meta.get("storagePolicy") or {}).get("name")
+        if policy is not None and self.is_vcenter:
+            change.profile = self._profile_spec(policy)  # the policy's current rules
         try:
             self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
         except TaskFailed as exc:
@@ -634,10 +739,13 @@ class VsphereBackend(Backend):
                 return False
         if descriptor in self._sizes and "capacityMB" not in meta:
             meta = dict(meta, capacityMB=self._sizes[descriptor])
-        status, body = self._file_request("PUT", sidecar_path(descriptor), json.dumps(meta).encode())
-        if status not in (200, 201, 204):
-            raise VsphereError(f"Failed to write the metadata of {descriptor}: HTTP {status}")
+        self._put_file(sidecar_path(descriptor), json.dumps(meta).encode(), f"the metadata of {descriptor}")
         return True
+
+    def _put_file(self, datastore_path, body, what=None):
+        status, _ = self._file_request("PUT", datastore_path, body)
+        if status not in (200, 201, 204):
+            raise VsphereError(f"Failed to write {what or datastore_path}: HTTP {status}")
 
 
 def _pci(controller, extra_config):

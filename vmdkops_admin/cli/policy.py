@@ -13,7 +13,8 @@ def _active(count):
 
 
 POLICY_COLUMNS = (Column("Policy Name", "name"), Column("Policy Content", "content"),
-                  Column("Active", "volumes", _active))
+                  Column("Active", "volumes", _active), Column("Kind", "kind"),
+                  Column("Applies To", "applies"))
 
 
 def register(cli):
@@ -26,7 +27,7 @@ def register(cli):
     def create(session, name, content):
         from .. import policy as lib
 
-        emit_message(lib.create(session, name, content))
+        emit_message(lib.create(session, backend(), name, content))
 
     @command(policy, "rm", "Remove a storage policy")
     @click.option("--name", required=True, help="Policy name")
@@ -46,7 +47,7 @@ def register(cli):
         if config.detect().mode is config.Mode.NOT_CONFIGURED:
             emit_records(POLICY_COLUMNS, [])
             return
-        emit_records(POLICY_COLUMNS, with_db(lib.list_policies)())
+        emit_records(POLICY_COLUMNS, with_db(lib.list_policies)(backend()))
 
     @command(policy, "update", "Update the definition of a storage policy and all VSAN objects "
              "using that policy")
