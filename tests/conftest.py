@@ -230,45 +230,28 @@ def docker_host(executor, busybox_dir):
 
 @pytest.fixture(scope="session")
 def vcsim_binary(tmp_path_factory):
-    """The simulator, built from tests/vcsim with Debian's Go and govmomi (offline, GOPATH mode)."""
-    if shutil.which("go") is None or not os.path.isdir("/usr/share/gocode/src/github.com/vmware/govmomi"):
+    import vcsim_env
+
+    if not vcsim_env.available():
         missing("go and govmomi (Debian packages golang-go and golang-github-vmware-govmomi-dev)")
-    work = tmp_path_factory.mktemp("vcsim")
-    binary = work / "vcsim"
-    env = dict(os.environ, GOPATH=f"{work}/gopath:/usr/share/gocode", GO111MODULE="off",
-               GOPROXY="off", GOFLAGS="", GOCACHE=str(work / "cache"))
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vcsim")
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=source, env=env, check=True,
-                   capture_output=True, timeout=600)
-    return str(binary)
+    return vcsim_env.build(str(tmp_path_factory.mktemp("vcsim")))
 
 
 @pytest.fixture(scope="session")
 def vcsim_servers(vcsim_binary):
     """mode ("vpx" or "esx") -> the URL of a running simulator; stopped at the end."""
-    import urllib.parse
+    import vcsim_env
 
     running = {}
 
     def server(mode):
         if mode not in running:
-            # Its log goes to a file: it writes a line for every property
-            # collector wait, which would fill an unread pipe and stop it.
-            log_path = os.path.join(os.path.dirname(vcsim_binary), f"vcsim-{mode}.log")
-            with open(log_path, "w") as log:
-                process = subprocess.Popen([vcsim_binary] + (["-esx"] if mode == "esx" else []),
-                                           stdout=subprocess.PIPE, stderr=log, text=True)
-            url = process.stdout.readline().strip()
-            if not url:
-                with open(log_path) as log:
-                    raise RuntimeError(f"vcsim did not start: {log.read()}")
-            running[mode] = (process, urllib.parse.urlparse(url))
+            running[mode] = vcsim_env.start(vcsim_binary, mode)
         return running[mode][1]
 
     yield server
     for process, _ in running.values():
-        process.terminate()
-        process.wait(timeout=30)
+        vcsim_env.stop(process)
 
 
 @pytest.fixture

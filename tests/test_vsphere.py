@@ -317,3 +317,59 @@ def test_storage_policies_on_a_standalone_host_are_vsan_text(esx_home, admin):
     finally:
         executor.stop()
     admin.ok("policy rm --name=gold")
+
+
+def test_a_lost_session_is_made_again(vcsim_backend):
+    """An administrator ends the session (or it expires): the next call logs in
+    again, and the datastore file interface does too."""
+    for mode in ("vpx", "esx"):
+        backend = vcsim_backend(mode)
+        [store] = backend.datastores()[:1]
+        before = backend.content.sessionManager.currentSession.key
+        backend.content.sessionManager.Logout()
+        assert [ds.name for ds in backend.datastores()][0] == store.name
+        assert backend.content.sessionManager.currentSession.key != before
+        backend.content.sessionManager.Logout()
+        assert backend.read_metadata(f"[{store.name}] dockvols/none/nothing.vmdk") is None
+        assert backend.content.sessionManager.currentSession is not None
+
+
+def test_tls_is_verified_unless_told_otherwise(vcsim_servers, vcsim_binary):
+    """The simulator's self-signed certificate is refused by default, accepted
+    with it as the CA file, and with the explicit insecure flag."""
+    import vcsim_env
+    from vmdkops_admin.backends.vsphere import VsphereBackend, VsphereError
+
+    url = vcsim_servers("vpx")
+    settings = {"host": url.hostname, "port": url.port, "user": "user", "password": "pass"}
+    with pytest.raises(VsphereError, match=f"Cannot reach vSphere at {url.hostname}: .*CERTIFICATE_VERIFY_FAILED"):
+        VsphereBackend(dict(settings)).datastores()
+    assert VsphereBackend(dict(settings, ca_file=vcsim_env.ca_file(vcsim_binary, "vpx"))).datastores()
+    assert VsphereBackend(dict(settings, insecure=True)).datastores()
+
+
+def test_the_password_is_never_logged_nor_on_a_command_line(vsphere_home, admin):
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    password_file = json.loads((vsphere_home / "vsphere.json").read_text())["password_file"]
+    with open(password_file, "w") as f:
+        f.write("Zebra-7-secret\n")
+    vm = get_backend().vms()[0]
+    from vmdkops_admin.executor.main import DEFAULT_LOG_CONFIG
+
+    config = json.loads(json.dumps(DEFAULT_LOG_CONFIG))  # everything, at DEBUG
+    config["handlers"]["rotate_file"]["filename"] = str(vsphere_home / "log" / "vmdk_ops.log")
+    config["root"]["level"] = "DEBUG"
+    (vsphere_home / "log_config.json").write_text(json.dumps(config))
+    executor = Executor(vsphere_home).start()
+    try:
+        executor.ok(vm.name, "create", "pw", {"size": "1mb"})
+        executor.ok(vm.name, "remove", "pw")
+        with open(f"/proc/{executor.process.pid}/cmdline", "rb") as f:
+            assert b"Zebra" not in f.read()
+    finally:
+        executor.stop()
+    admin.ok("status")
+    logs = [p.read_text() for p in (vsphere_home / "log").iterdir()]
+    assert logs and not any("Zebra" in text for text in logs)

@@ -1,27 +1,77 @@
 // A vSphere API simulator for the tests of the vsphere backend, built from
 // Debian's govmomi (github.com/vmware/govmomi/simulator): a vCenter (default)
 // or a standalone ESX host (-esx) on loopback, with TLS and the storage
-// policy (PBM) endpoint. It prints its URL on the first line of its output
-// and serves until SIGTERM.
+// policy (PBM) endpoint. Its TLS certificate is made at start for 127.0.0.1
+// (ECDSA P-256: Go's built-in test certificate is too weak for OpenSSL) and
+// written, PEM-encoded, to the file -cacert names. It prints its URL on the
+// first line of its output and serves until SIGTERM.
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
+	"io/ioutil"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	_ "github.com/vmware/govmomi/pbm/simulator"
 	"github.com/vmware/govmomi/simulator"
 )
 
+// certificate makes a self-signed certificate for 127.0.0.1 and localhost.
+func certificate(caFile string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	template := x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "vcsim"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &template, &template, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if caFile != "" {
+		encoded := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		if err := ioutil.WriteFile(caFile, encoded, 0644); err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
 func main() {
 	esx := flag.Bool("esx", false, "simulate a standalone ESX host instead of a vCenter")
 	listen := flag.String("l", "127.0.0.1:0", "address to listen on")
+	caFile := flag.String("cacert", "", "write the server's certificate (PEM) to this file")
 	flag.Parse()
+
+	cert, err := certificate(*caFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vcsim:", err)
+		os.Exit(1)
+	}
 
 	model := simulator.VPX()
 	if *esx {
@@ -34,7 +84,7 @@ func main() {
 	}
 	model.Service.RegisterEndpoints = true
 	model.Service.Listen = &url.URL{Host: *listen}
-	model.Service.TLS = new(tls.Config)
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	server := model.Service.NewServer()
 	fmt.Println(server.URL.String())
 

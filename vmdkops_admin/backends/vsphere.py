@@ -61,6 +61,29 @@ def split_path(datastore_path):
     return name, rest
 
 
+def _retried(method):
+    """Run a backend method again, once, on a new session when vSphere says the
+    session is gone (it expired, or an administrator ended it): a request that
+    was not authenticated did nothing."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        from pyVmomi import vim, vmodl
+
+        try:
+            return method(self, *args, **kwargs)
+        except (vim.fault.NotAuthenticated, vmodl.fault.ManagedObjectNotFound) as exc:
+            # A view of the session is gone with it (the simulator says so first).
+            if isinstance(exc, vmodl.fault.ManagedObjectNotFound) and \
+                    exc.obj not in list(self._views.values()):
+                raise
+            log.info("vSphere session lost; logging in again")
+            self._expire()
+            return method(self, *args, **kwargs)
+    return run
+
+
 class VsphereBackend(Backend):
     name = "vsphere"
 
@@ -110,6 +133,10 @@ class VsphereBackend(Backend):
             self._views, self._datacenter_ref, self._stores = {}, None, {}
             return self._si
 
+    def _expire(self):
+        with self._lock:
+            self._si = None
+
     def _connect(self):
         from pyVim.connect import SmartConnect
         from pyVmomi import vim
@@ -136,6 +163,7 @@ class VsphereBackend(Backend):
             return invoke(*args, **kwargs)
         stub.InvokeMethod = counted
 
+    @_retried
     def session_info(self):
         """What ``vmdkops_admin status`` shows of the vSphere session."""
         content = self.content
@@ -208,6 +236,7 @@ class VsphereBackend(Backend):
 
     # -- inventory --------------------------------------------------------------------
 
+    @_retried
     def datastores(self):
         from pyVmomi import vim
 
@@ -228,6 +257,7 @@ class VsphereBackend(Backend):
         _, capacity, free = self._stores.get(datastore.name, (None, None, None))
         return (None if capacity is None else capacity >> 20, None if free is None else free >> 20)
 
+    @_retried
     def vms(self):
         from pyVmomi import vim
 
@@ -257,6 +287,7 @@ class VsphereBackend(Backend):
             self._make_directory(path)
         return path
 
+    @_retried
     def _make_directory(self, path):
         from pyVmomi import vim
 
@@ -294,10 +325,12 @@ class VsphereBackend(Backend):
             raise
         return [(r.folderPath.rstrip("/"), [f.path for f in r.file or []]) for r in results or []]
 
+    @_retried
     def disk_exists(self, descriptor):
         folder, _, file_name = descriptor.rpartition("/")
         return any(file_name in files for _, files in self._search(folder, [file_name]))
 
+    @_retried
     def create_disk(self, descriptor, size_mb, diskformat, policy=None):
         """A new disk; on vCenter with the storage profile of ``policy`` (a name)."""
         from pyVmomi import vim
@@ -316,6 +349,7 @@ class VsphereBackend(Backend):
         self._sizes[descriptor] = size_mb
         self._listings.pop(split_path(descriptor)[0], None)
 
+    @_retried
     def clone_disk(self, source, target, diskformat):
         from pyVmomi import vim
 
@@ -341,6 +375,7 @@ class VsphereBackend(Backend):
         self._sizes[target] = capacity >> 20
         self._listings.pop(split_path(target)[0], None)
 
+    @_retried
     def delete_disk(self, descriptor):
         datacenter = self._datacenter()
         self._listings.pop(split_path(descriptor)[0], None)
@@ -354,6 +389,7 @@ class VsphereBackend(Backend):
                 if not exc.is_a("FileNotFound"):
                     raise VsphereError(f"Failed to remove volume: {exc}") from None
 
+    @_retried
     def disk_info(self, descriptor):
         """(capacity bytes, allocated bytes) from the datastore browser; the
         side-car's recorded size where the browser has none (the simulator)."""
@@ -375,6 +411,7 @@ class VsphereBackend(Backend):
             capacity = int(meta.get("capacityMB") or self._sizes.get(descriptor, 0)) << 20
         return capacity, getattr(found, "fileSize", None) or 0
 
+    @_retried
     def _listing(self, datastore_name, fresh=False):
         """{descriptor: (capacity bytes or None, allocated bytes)} of every disk under
         ``[ds] dockvols``, from one datastore-browser search (kept LISTING_TTL seconds)."""
@@ -437,6 +474,7 @@ class VsphereBackend(Backend):
         vsan = [ds.name for ds in self.datastores() if ds.type == "vsan"]
         return "vSAN", f"vSAN datastores: {', '.join(vsan)}" if vsan else "no vSAN datastore"
 
+    @_retried
     def external_policies(self):
         """(name, rules as text, ours) of every vCenter storage policy."""
         from .spbm import OURS, rules_text
@@ -453,6 +491,7 @@ class VsphereBackend(Backend):
         vsan = next((ds for ds in self.datastores() if ds.type == "vsan"), None)
         return None if vsan is None else f"[{vsan.name}] dockvols/policies/{name}"
 
+    @_retried
     def policy_created(self, name, content):
         from .spbm import parse_vsan
 
@@ -465,6 +504,7 @@ class VsphereBackend(Backend):
             self._make_directory(path.rpartition("/")[0])
             self._put_file(path, (content + "\n").encode())
 
+    @_retried
     def policy_updated(self, name, content):
         from .spbm import parse_vsan
 
@@ -474,6 +514,7 @@ class VsphereBackend(Backend):
         elif self._vsan_policy_file(name) is not None:
             self._put_file(self._vsan_policy_file(name), (content + "\n").encode())
 
+    @_retried
     def policy_removed(self, name):
         if self.is_vcenter:
             self.spbm.delete(name)
@@ -485,6 +526,7 @@ class VsphereBackend(Backend):
 
         return [vim.vm.DefinedProfileSpec(profileId=self.spbm.profile_id(policy_name))]
 
+    @_retried
     def apply_policy(self, descriptor, name, content):
         """Record the policy in the side-car; on vCenter give the disk the
         profile now when a VM has it, else at its next attach."""
@@ -549,12 +591,14 @@ class VsphereBackend(Backend):
                 "ControllerPciBusNumber": bus,
                 "DiskUuid": getattr(device.backing, "uuid", None) or ""}
 
+    @_retried
     def attached_to(self, descriptor):
         for vm_uuid, device, controller, extra in self._disks_of_all_vms():
             if getattr(device.backing, "fileName", None) == descriptor:
                 return vm_uuid, self._reply(device, controller, extra)
         return None
 
+    @_retried
     def attachments(self):
         """(vm uuid, descriptor, True) of every volume attached to a VM: the VMs'
         devices are the truth here, so a device is never "gone"."""
@@ -565,10 +609,12 @@ class VsphereBackend(Backend):
     def stray_devices(self):
         return []
 
+    @_retried
     def attached_disks(self, vm):
         return [device.backing.fileName for vm_uuid, device, _, _ in self._disks_of_all_vms()
                 if vm_uuid == vm.uuid and "] dockvols/" in getattr(device.backing, "fileName", "")]
 
+    @_retried
     def attach(self, vm, descriptor):
         """Attach on the lowest free unit of the first PVSCSI controller with
         room, adding a controller when all are full; a disk another VM has is
@@ -617,6 +663,7 @@ class VsphereBackend(Backend):
             raise VsphereError(f"Failed to attach {descriptor}: the disk did not appear on VM {vm.name}")
         return found[1]
 
+    @_retried
     def detach(self, vm, descriptor):
         """Remove the disk from the VM, keeping its file; not attached there is success."""
         from pyVmomi import vim
@@ -705,7 +752,7 @@ class VsphereBackend(Backend):
 
     # -- side-cars through the datastore file interface ---------------------------------------
 
-    def _file_request(self, method, datastore_path, body=None):
+    def _file_request(self, method, datastore_path, body=None, retry=False):
         datastore_name, path = split_path(datastore_path)
         self._datacenter()
         query = urllib.parse.urlencode({"dcPath": self._datacenter_name, "dsName": datastore_name})
@@ -717,10 +764,15 @@ class VsphereBackend(Backend):
                                         "Content-Type": "application/octet-stream"})
             self.round_trips += 1
             response = connection.getresponse()
-            return response.status, response.read()
+            status, answer = response.status, response.read()
         finally:
             connection.close()
+        if status in (401, 403) and not retry:
+            self._expire()  # the session is gone: log in again, once
+            return self._file_request(method, datastore_path, body, retry=True)
+        return status, answer
 
+    @_retried
     def read_metadata(self, descriptor):
         status, body = self._file_request("GET", sidecar_path(descriptor))
         if status != 200:
@@ -731,6 +783,7 @@ class VsphereBackend(Backend):
             return None
         return meta if isinstance(meta, dict) else None
 
+    @_retried
     def write_metadata(self, descriptor, meta, guard=None):
         if guard is not None:
             key, value = guard
