@@ -135,7 +135,7 @@ def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
         executor.stop()
 
 
-def make_vm(backend, name):
+def make_vm(backend, name, uuid=None):
     """A VM of the simulator with one empty PVSCSI controller (bus 0) and no disk."""
     from pyVmomi import vim
 
@@ -144,7 +144,7 @@ def make_vm(backend, name):
     controller = vim.vm.device.VirtualDeviceSpec(
         operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
         device=vim.vm.device.ParaVirtualSCSIController(key=-1, busNumber=0, sharedBus="noSharing"))
-    spec = vim.vm.ConfigSpec(name=name, guestId="otherGuest64", numCPUs=1, memoryMB=128,
+    spec = vim.vm.ConfigSpec(name=name, guestId="otherGuest64", numCPUs=1, memoryMB=128, uuid=uuid,
                              files=vim.vm.FileInfo(vmPathName=f"[{backend.datastores()[0].name}]"),
                              deviceChange=[controller])
     return backend.wait(datacenter.vmFolder.CreateVM_Task(config=spec, pool=pool))
@@ -196,7 +196,8 @@ def test_sixteen_attaches_fill_a_controller_and_the_61st_is_refused(vsphere_home
 def test_a_vm_that_powers_off_gives_its_volumes_back(vsphere_home, admin):
     """The executor watches power states: when a VM powers off, its volumes are
     detached, their side-cars say so (unless one names another VM: the guarded
-    write) and the index follows; another VM can then attach them."""
+    write) and the index follows; another VM can then attach them. A VM that
+    powered off while no executor ran gives them back when one starts."""
     from executor import Executor
     from vmdkops_admin.backends import get_backend
 
@@ -231,6 +232,17 @@ def test_a_vm_that_powers_off_gives_its_volumes_back(vsphere_home, admin):
         log = (vsphere_home / "log" / "vmdk_ops.log").read_text()
         assert f"VM docker-host-off powered off: detached {descriptor}" in log
         backend.write_metadata(descriptor, dict(meta, status="detached", attachedVMUuid=None))
+        # Powered off while no service watched: given back when the service starts.
+        backend.wait(vm_object.PowerOnVM_Task())
+        executor.ok("docker-host-off", "attach", "off1")
+        executor.stop()
+        backend.wait(vm_object.PowerOffVM_Task())
+        executor.start()
+        deadline = time.monotonic() + 20
+        while scsi_layout(vm_object)[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert scsi_layout(vm_object) == {0: []}
+        assert executor.ok(other.name, "get", "off1")["status"] == "detached"
         for name in ("off1", "off2"):
             executor.ok(other.name, "remove", name)
     finally:
@@ -373,3 +385,24 @@ def test_the_password_is_never_logged_nor_on_a_command_line(vsphere_home, admin)
     admin.ok("status")
     logs = [p.read_text() for p in (vsphere_home / "log").iterdir()]
     assert logs and not any("Zebra" in text for text in logs)
+
+
+def test_vms_by_bios_uuid_instance_uuid_or_name_and_clones_refused(vcsim_backend):
+    from vmdkops_admin.backends.vsphere import VsphereError
+
+    for mode in ("vpx", "esx"):
+        backend = vcsim_backend(mode)
+        vm = sorted(backend.vms(), key=lambda v: v.name)[0]
+        vm_object = backend._vm_object(vm)
+        assert backend.find_vm(vm_object.config.instanceUuid.upper()) == vm
+        assert backend.find_vm(vm.name) == vm == backend.find_vm(vm.uuid)
+        clone = make_vm(backend, "cloned-host", uuid=vm.uuid)
+        try:
+            assert clone.config.uuid.lower() == vm.uuid
+            with pytest.raises(VsphereError, match=(
+                    f"VMs .*{vm.name}.* have the same BIOS uuid {vm.uuid} \\(cloned VMs\\?\\); "
+                    "give each its own uuid before it uses volumes")):
+                backend.find_vm(vm.uuid)
+        finally:
+            backend.wait(clone.Destroy_Task())
+        assert backend.find_vm(vm.uuid) == vm

@@ -28,8 +28,8 @@ PASSWORD_ENV = "VMDKOPS_VSPHERE_PASSWORD"
 DISK_TYPES = {"thin": "thin", "zeroedthick": "preallocated", "eagerzeroedthick": "eagerZeroedThick"}
 TASK_TIMEOUT = 600
 SESSION_CHECK = 30  # seconds between checks that the session is still alive
-LISTING_TTL = 5
-WATCH_WAIT = 2  # seconds each WaitForUpdatesEx may wait: how soon the watch sees its stop  # seconds a datastore's disk listing serves volume_files and allocated sizes
+LISTING_TTL = 5  # seconds a datastore's disk listing serves allocated sizes
+WATCH_WAIT = 2  # seconds each WaitForUpdatesEx may wait: how soon the watch sees its stop
 
 
 class VsphereError(VmdkopsError):
@@ -102,6 +102,7 @@ class VsphereBackend(Backend):
         # too: the simulator's datastore browser reports no capacity.
         self._sizes = {}
         self._watching = None  # the property collector of a running power-state watch
+        self._instances = {}  # instance uuid -> VM, from the last vms()
 
     # -- the session ----------------------------------------------------------------
 
@@ -261,15 +262,20 @@ class VsphereBackend(Backend):
     def vms(self):
         from pyVmomi import vim
 
-        machines = []
-        for _, props in self._retrieve(vim.VirtualMachine, ("name", "config.uuid", "config.files.vmPathName")):
+        machines, instances = [], {}
+        for _, props in self._retrieve(vim.VirtualMachine, ("name", "config.uuid", "config.instanceUuid",
+                                                            "config.files.vmPathName")):
             if "config.uuid" not in props:
                 continue  # a VM being created has no config yet
             datastore = split_path(props.get("config.files.vmPathName", "[] "))[0]
             machines.append(VirtualMachine(props["name"], props["config.uuid"].lower(), datastore))
+            if props.get("config.instanceUuid"):
+                instances[props["config.instanceUuid"].lower()] = machines[-1]
+        self._instances = instances
         return machines
 
     def find_vm(self, name_or_uuid):
+        """A VM by BIOS uuid, instance uuid or name; a BIOS uuid two VMs share is refused."""
         wanted = name_or_uuid.lower()
         vms = self.vms()
         by_uuid = [vm for vm in vms if vm.uuid == wanted]
@@ -277,7 +283,8 @@ class VsphereBackend(Backend):
             raise VsphereError(
                 f"VMs {', '.join(vm.name for vm in by_uuid)} have the same BIOS uuid {wanted} "
                 "(cloned VMs?); give each its own uuid before it uses volumes")
-        return by_uuid[0] if by_uuid else next((vm for vm in vms if vm.name == name_or_uuid), None)
+        return (by_uuid[0] if by_uuid else self._instances.get(wanted)
+                or next((vm for vm in vms if vm.name == name_or_uuid), None))
 
     # -- volumes on a datastore ----------------------------------------------------------
 
@@ -318,7 +325,7 @@ class VsphereBackend(Backend):
             details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True))
         try:
             results = self.wait(browser.SearchDatastoreSubFolders_Task(datastorePath=folder,
-                                                                              searchSpec=spec))
+                                                                       searchSpec=spec))
         except TaskFailed as exc:
             if exc.is_a("FileNotFound"):
                 return []
@@ -428,7 +435,7 @@ class VsphereBackend(Backend):
         browser = self._browser(root)
         try:
             results = self.wait(browser.SearchDatastoreSubFolders_Task(datastorePath=root,
-                                                                              searchSpec=spec))
+                                                                       searchSpec=spec))
         except TaskFailed as exc:
             if not exc.is_a("FileNotFound"):
                 raise
