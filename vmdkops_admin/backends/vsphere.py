@@ -518,15 +518,19 @@ class VsphereBackend(Backend):
         parse_vsan(content)
         if self.is_vcenter:
             self.spbm.update(name, content)
-        elif self._vsan_policy_file(name) is not None:
-            self._put_file(self._vsan_policy_file(name), (content + "\n").encode())
+            return
+        path = self._vsan_policy_file(name)
+        if path is not None:
+            self._put_file(path, (content + "\n").encode())
 
     @_retried
     def policy_removed(self, name):
         if self.is_vcenter:
             self.spbm.delete(name)
-        elif self._vsan_policy_file(name) is not None:
-            self._file_request("DELETE", self._vsan_policy_file(name))
+            return
+        path = self._vsan_policy_file(name)
+        if path is not None:
+            self._file_request("DELETE", path)
 
     def _profile_spec(self, policy_name):
         from pyVmomi import vim
@@ -689,11 +693,12 @@ class VsphereBackend(Backend):
     # -- power state: a VM that powers off gives its volumes back ------------------------------
 
     def watch_power_off(self, powered_off, stop):
-        """Call ``powered_off(vm)`` for every VM that powers off, until ``stop``
-        is set: WaitForUpdatesEx on ``runtime.powerState`` through a property
-        collector of its own. VMs already off when the watch starts are
-        reported too (they may have powered off while no one watched). A lost
-        session or connection is made again, waiting longer each time."""
+        """Call ``powered_off([vm, ...])`` with the VMs that powered off, one
+        call per update, until ``stop`` is set: WaitForUpdatesEx on
+        ``runtime.powerState`` through a property collector of its own. VMs
+        already off when the watch starts are reported too (they may have
+        powered off while no one watched). A lost session or connection is made
+        again, waiting longer each time."""
         delay = 1
         while not stop.is_set():
             try:
@@ -727,6 +732,7 @@ class VsphereBackend(Backend):
                 if update is None:
                     continue
                 version = update.version
+                off = []
                 for found in (o for f in update.filterSet or [] for o in f.objectSet or []):
                     if found.kind == "leave":
                         known.pop(found.obj._moId, None)
@@ -736,7 +742,9 @@ class VsphereBackend(Backend):
                     changed = {c.name for c in found.changeSet or []}
                     if "runtime.powerState" in changed and props["runtime.powerState"] == "poweredOff" \
                             and props.get("config.uuid"):
-                        powered_off(VirtualMachine(props["name"], props["config.uuid"].lower(), ""))
+                        off.append(VirtualMachine(props["name"], props["config.uuid"].lower(), ""))
+                if off:
+                    powered_off(off)
         except vmodl.fault.RequestCanceled:
             if not stop.is_set():
                 raise

@@ -153,7 +153,7 @@ def main(argv=None):
     dispatcher = Dispatcher(backend)
     stop_watch, watch = threading.Event(), None
     if hasattr(backend, "watch_power_off"):
-        watch = threading.Thread(target=backend.watch_power_off, args=(dispatcher.vm_powered_off, stop_watch),
+        watch = threading.Thread(target=backend.watch_power_off, args=(dispatcher.vms_powered_off, stop_watch),
                                  name="power-state watch", daemon=True)
         watch.start()
     server = Server(dispatcher, listeners, workers=args.workers)
