@@ -2,6 +2,7 @@
 vCenter and as a standalone ESX host, with authorization from the auth DB."""
 
 import json
+import os
 import time
 
 import pytest
@@ -43,7 +44,7 @@ def test_executor_on_vsphere(vsphere_home, admin):
     vm = sorted(backend.vms(), key=lambda v: v.name)[0]
     assert admin.err("host vm add --name=x") == "The vsphere backend's inventory is managed in vSphere"
     assert vm.name in admin.ok("host vm ls")
-    executor = Executor(vsphere_home).start()
+    executor = Executor(vsphere_home).start("--backend", "vsphere")
     try:
         executor.ok(vm.name, "create", "v1", {"size": "10mb", "fstype": "ext4"})
         info = executor.ok(vm.name, "get", "v1")
@@ -68,6 +69,19 @@ def test_executor_on_vsphere(vsphere_home, admin):
         assert executor.ok(vm.name, "list") == []
     finally:
         executor.stop()
+
+
+def test_backend_vsphere_without_settings_says_so(home):
+    import subprocess
+    import sys
+
+    from executor import REPO
+
+    result = subprocess.run([sys.executable, "-m", "vmdkops_admin.executor.main", "--backend", "vsphere"],
+                            cwd=REPO, env=dict(os.environ, VMDKOPS_HOME=str(home)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"vmdk-opsd: Cannot read the vSphere settings {home}/vsphere.json: ")
 
 
 def test_status_shows_the_vsphere_session(vsphere_home, admin, vcsim_servers):
