@@ -274,7 +274,8 @@ def vcenter_rules(name):
     profile = get_backend().spbm.profiles().get(name)
     if profile is None:
         return None
-    return {prop.id: prop.value for sub in profile.constraints.subProfiles for cap in sub.capability
+    return {prop.id: prop.value for sub in getattr(profile.constraints, "subProfiles", None) or []
+            for cap in sub.capability
             for constraint in cap.constraint for prop in constraint.propertyInstance}
 
 
@@ -323,6 +324,19 @@ def test_storage_policies_on_vcenter_are_spbm_profiles(vcenter_home, admin):
         executor.stop()
     assert admin.ok("policy rm --name=gold") == "Successfully removed policy: gold\n"
     assert vcenter_rules("gold") is None
+    # A vCenter profile that vmdkops_admin did not make is neither changed nor removed,
+    # even when the auth DB has a policy of that name (brought by an import).
+    import sqlite3
+
+    with sqlite3.connect(vcenter_home / "auth-db") as db:
+        db.execute("INSERT INTO policies (name, content) VALUES ('VVol No Requirements Policy', '((\"a\" i1))')")
+    theirs = vcenter_rules("VVol No Requirements Policy")
+    message = ("Error: The storage policy VVol No Requirements Policy in vCenter was not made by "
+               "vmdkops_admin; change it in vCenter")
+    assert admin.err("policy", "update", "--name", "VVol No Requirements Policy", "--content", GOLD) == message
+    assert admin.err("policy", "rm", "--name", "VVol No Requirements Policy") == message
+    assert vcenter_rules("VVol No Requirements Policy") == theirs
+    assert "VVol No Requirements Policy" in admin.ok("policy ls")
 
 
 def test_storage_policies_on_a_standalone_host_are_vsan_text(esx_home, admin):

@@ -124,6 +124,7 @@ class Spbm:
         if profile is None:
             self.create(name, content)
             return
+        _refuse_theirs(profile)
         spec = pbm.profile.CapabilityBasedProfileUpdateSpec(description=OURS, constraints=constraints)
         try:
             self.manager().PbmUpdate(profileId=profile.profileId, updateSpec=spec)
@@ -134,7 +135,15 @@ class Spbm:
     def delete(self, name):
         profile = self.profiles().get(name)
         if profile is not None:
+            _refuse_theirs(profile)
             self.manager().PbmDelete(profileId=[profile.profileId])
+
+
+def _refuse_theirs(profile):
+    """Only the profiles vmdkops_admin made are changed or removed by it."""
+    if profile.description != OURS:
+        raise VmdkopsError(f"Error: The storage policy {profile.name} in vCenter was not made by "
+                           "vmdkops_admin; change it in vCenter")
 
 
 def rules_text(profile):
