@@ -434,3 +434,42 @@ def test_vms_by_bios_uuid_instance_uuid_or_name_and_clones_refused(vcsim_backend
         finally:
             backend.wait(clone.Destroy_Task())
         assert backend.find_vm(vm.uuid) == vm
+
+
+def test_reconfigures_of_one_vm_run_one_at_a_time(vcsim_backend):
+    """Eight threads attach eight disks to one VM at once through one backend:
+    each gets its own unit (placement and reconfigure under the VM's lock)."""
+    import threading
+
+    backend = vcsim_backend("vpx")
+    vm_object = make_vm(backend, "docker-host-threads")
+    vm = backend.find_vm("docker-host-threads")
+    group = "44444444-5555-6666-7777-888888888888"
+    datastore = backend.datastores()[0]
+    backend.vmgroup_dir(datastore, group, "threads", create=True)
+    disks = [backend.descriptor(datastore, group, f"t{i}") for i in range(8)]
+    for descriptor in disks:
+        backend.create_disk(descriptor, 1, "thin")
+        backend.write_metadata(descriptor, {"status": "detached", "volOpts": {}})
+    replies, errors = {}, []
+
+    def attach(descriptor):
+        try:
+            replies[descriptor] = backend.attach(vm, descriptor)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    try:
+        threads = [threading.Thread(target=attach, args=(d,)) for d in disks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        assert sorted(int(r["Unit"]) for r in replies.values()) == [0, 1, 2, 3, 4, 5, 6, 8]
+        assert scsi_layout(vm_object) == {0: [0, 1, 2, 3, 4, 5, 6, 8]}
+        for descriptor in disks:
+            backend.detach(vm, descriptor)
+    finally:
+        for descriptor in disks:
+            backend.delete_disk(descriptor)
+        backend.wait(vm_object.Destroy_Task())

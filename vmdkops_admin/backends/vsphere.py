@@ -103,6 +103,7 @@ class VsphereBackend(Backend):
         self._sizes = {}
         self._watching = None  # the property collector of a running power-state watch
         self._instances = {}  # instance uuid -> VM, from the last vms()
+        self._vm_locks, self._vm_locks_guard = {}, threading.Lock()
 
     # -- the session ----------------------------------------------------------------
 
@@ -559,7 +560,8 @@ class VsphereBackend(Backend):
         change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.edit,
                                                  device=disk, profile=self._profile_spec(name))
         try:
-            self.wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+            with self._vm_lock(holder[0]):
+                self._reconfigure(vm, change)
         except TaskFailed as exc:
             raise VsphereError(f"Failed to apply policy {name} to {descriptor}: {exc}") from None
 
@@ -576,6 +578,28 @@ class VsphereBackend(Backend):
             yield vmgroup_uuid, name[:-len(".vmdk")], descriptor
 
     # -- attach and detach: ReconfigVM_Task on ParaVirtual SCSI controllers ---------------------
+
+    def _vm_lock(self, vm_uuid):
+        """The lock that makes the reconfigures of one VM run one at a time here."""
+        with self._vm_locks_guard:
+            return self._vm_locks.setdefault(vm_uuid, threading.Lock())
+
+    def _reconfigure(self, target, *changes):
+        """Reconfigure a VM's devices; while another client's task holds the VM
+        (TaskInProgress), try again for up to a minute."""
+        from pyVmomi import vim
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=list(changes))))
+            except TaskFailed as exc:
+                if not exc.is_a("TaskInProgress") or time.monotonic() > deadline:
+                    raise
+            except vim.fault.TaskInProgress:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def _vm_object(self, vm):
         found = self.content.searchIndex.FindByUuid(None, vm.uuid, True, False)
@@ -630,6 +654,10 @@ class VsphereBackend(Backend):
         """Attach on the lowest free unit of the first PVSCSI controller with
         room, adding a controller when all are full; a disk another VM has is
         refused before any reconfigure (ESX would fail late, on its lock)."""
+        with self._vm_lock(vm.uuid):
+            return self._attach(vm, descriptor)
+
+    def _attach(self, vm, descriptor):
         from pyVmomi import vim
 
         holder = self.attached_to(descriptor)
@@ -652,7 +680,7 @@ class VsphereBackend(Backend):
                 operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
                 device=vim.vm.device.ParaVirtualSCSIController(key=-100 - bus, busNumber=bus,
                                                                 sharedBus="noSharing"))
-            self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[add])))
+            self._reconfigure(target, add)
             devices = target.config.hardware.device
         controller = next(d for d in devices if isinstance(d, vim.vm.device.ParaVirtualSCSIController)
                           and d.busNumber == bus)
@@ -666,7 +694,7 @@ class VsphereBackend(Backend):
         if policy is not None and self.is_vcenter:
             change.profile = self._profile_spec(policy)  # the policy's current rules
         try:
-            self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+            self._reconfigure(target, change)
         except TaskFailed as exc:
             raise VsphereError(f"Failed to attach {descriptor}: {exc}") from None
         found = self.attached_to(descriptor)
@@ -677,6 +705,10 @@ class VsphereBackend(Backend):
     @_retried
     def detach(self, vm, descriptor):
         """Remove the disk from the VM, keeping its file; not attached there is success."""
+        with self._vm_lock(vm.uuid):
+            self._detach(vm, descriptor)
+
+    def _detach(self, vm, descriptor):
         from pyVmomi import vim
 
         target = self._vm_object(vm)
@@ -686,7 +718,7 @@ class VsphereBackend(Backend):
                 change = vim.vm.device.VirtualDeviceSpec(
                     operation=vim.vm.device.VirtualDeviceSpec.Operation.remove, device=device)
                 try:
-                    self.wait(target.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
+                    self._reconfigure(target, change)
                 except TaskFailed as exc:
                     raise VsphereError(f"Failed to detach {descriptor}: {exc}") from None
 
