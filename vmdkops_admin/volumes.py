@@ -181,26 +181,29 @@ class Request:
                     "created-by": self.vm.name}, policy)
 
     def _policy(self, name):
-        """The policy a create names, or None; it must exist in the auth DB."""
+        """(id or None, name, content) of the policy a create names, or None: one
+        of the auth DB, else one the storage layer holds itself (vCenter's)."""
         if name is None:
             return None
         from sqlalchemy import select as select_
 
         from .db.models import Policy
 
-        policies = (self.session.scalars(select_(Policy).order_by(Policy.name)).all()
-                    if self.session is not None else [])
-        found = next((p for p in policies if p.name == name), None)
-        if found is None:
-            rules = self.backend.find_external_policy(name)  # one of vCenter's own
-            if rules is not None:
-                return None, name, rules
-            message = f"Policy {name} does not exist."
-            if policies:
-                message += f" Available policies are: {[p.name for p in policies]}"
-            raise NotFound(message)
-        self.session.commit()
-        return found.id, found.name, found.content
+        policies = []
+        if self.session is not None:
+            policies = [(p.id, p.name, p.content)
+                        for p in self.session.scalars(select_(Policy).order_by(Policy.name))]
+            self.session.commit()  # no transaction stays open while vSphere is asked
+        found = next((p for p in policies if p[1] == name), None)
+        if found is not None:
+            return found
+        rules = self.backend.find_external_policy(name)
+        if rules is not None:
+            return None, name, rules
+        message = f"Policy {name} does not exist."
+        if policies:
+            message += f" Available policies are: {[p[1] for p in policies]}"
+        raise NotFound(message)
 
     def _make(self, mb, opts, make_disk, meta, policy=None):
         if self.session is not None:
@@ -271,7 +274,7 @@ class Request:
             source = parse(str(opts["clone-from"]))
         except InvalidArgument:
             return None
-        return lock_name(source.datastore or self.datastore.name, self.tenant, source.volume)
+        return lock_name(source.datastore or self.datastore.name, self.tenant.uuid, source.volume)
 
     # -- remove ---------------------------------------------------------------------------
 
@@ -373,8 +376,8 @@ def mark_detached(backend, descriptor, vm):
     backend.write_metadata(descriptor, meta, guard=("attachedVMUuid", vm.uuid))
 
 
-def lock_name(datastore_name, tenant, volume):
-    return f"{datastore_name}.{tenant.uuid}.{volume}"
+def lock_name(datastore_name, vmgroup_uuid, volume):
+    return f"{datastore_name}.{vmgroup_uuid}.{volume}"
 
 
 def list_names(backend, session, tenant):

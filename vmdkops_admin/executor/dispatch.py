@@ -182,7 +182,7 @@ class Dispatcher:
         datastore = self._target(vm, tenant, parsed)
         request = volumes.Request(self.backend, session, vm, tenant, datastore, parsed,
                                   short_name=parsed.datastore is None)
-        lock_names = [volumes.lock_name(datastore.name, tenant, parsed.volume)]
+        lock_names = [volumes.lock_name(datastore.name, tenant.uuid, parsed.volume)]
         if cmd == "create":
             lock_names.append(request.clone_source_lock(opts))
         if cmd in ("attach", "detach"):
@@ -240,7 +240,7 @@ class Dispatcher:
 
         datastore, volume = self.backend.volume_of(descriptor)
         group_uuid = descriptor.rpartition("/")[0].rpartition("/")[2]
-        with self.locks.hold(f"{datastore.name}.{group_uuid}.{volume}", f"vm:{vm.uuid}"):
+        with self.locks.hold(volumes.lock_name(datastore.name, group_uuid, volume), f"vm:{vm.uuid}"):
             self.backend.detach(vm, descriptor)
             volumes.mark_detached(self.backend, descriptor, vm)
             if session is not None:
