@@ -319,16 +319,7 @@ class Request:
         authorize.check(self.rule(), "detach")
         if not self.backend.disk_exists(self.descriptor):
             return None
-        self.backend.detach(self.vm, self.descriptor)
-        crashpoint("detach:device")
-        mark_detached(self.backend, self.descriptor, self.vm)
-        crashpoint("detach:metadata")
-        if self.session is not None:
-            self.session.execute(update(Volume).where(
-                Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
-                Volume.name == self.volume, Volume.attached_vm_uuid == self.vm.uuid)
-                .values(attached_vm_uuid=None))
-            self.session.commit()
+        detach_disk(self.backend, self.session, self.vm, self.descriptor, self.datastore.url, self.volume)
         return None
 
     # -- get ----------------------------------------------------------------------------------
@@ -363,6 +354,20 @@ class Request:
         """The inventory's name of a VM, else its uuid."""
         vm = self.backend.find_vm(vm_uuid)
         return vm.name if vm else vm_uuid
+
+
+def detach_disk(backend, session, vm, descriptor, datastore_url, volume):
+    """Take a disk off a VM: the device, its side-car (a guarded write) and,
+    with a config DB, the index."""
+    backend.detach(vm, descriptor)
+    crashpoint("detach:device")
+    mark_detached(backend, descriptor, vm)
+    crashpoint("detach:metadata")
+    if session is not None:
+        session.execute(update(Volume).where(
+            Volume.datastore_url == datastore_url, Volume.name == volume,
+            Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
+        session.commit()
 
 
 def mark_detached(backend, descriptor, vm):

@@ -501,27 +501,24 @@ class VsphereBackend(Backend):
 
     @_retried
     def policy_created(self, name, content):
-        from .spbm import parse_vsan
-
-        parse_vsan(content)
-        if self.is_vcenter:
-            self.spbm.create(name, content)
-            return
-        path = self._vsan_policy_file(name)
-        if path is not None:  # where the original kept it, for its tools
-            self._make_directory(path.rpartition("/")[0])
-            self._put_file(path, (content + "\n").encode())
+        self._save_policy(name, content, lambda: self.spbm.create(name, content))
 
     @_retried
     def policy_updated(self, name, content):
+        self._save_policy(name, content, lambda: self.spbm.update(name, content))
+
+    def _save_policy(self, name, content, on_vcenter):
+        """Check the vSAN text, then give it to vCenter (``on_vcenter``) or, on a
+        standalone host, write it where the original kept it, for its tools."""
         from .spbm import parse_vsan
 
         parse_vsan(content)
         if self.is_vcenter:
-            self.spbm.update(name, content)
+            on_vcenter()
             return
         path = self._vsan_policy_file(name)
         if path is not None:
+            self._make_directory(path.rpartition("/")[0])
             self._put_file(path, (content + "\n").encode())
 
     @_retried

@@ -232,22 +232,13 @@ class Dispatcher:
         return None
 
     def _detach(self, vm, descriptor, session):
-        """Take a disk off a VM: the device, its side-car (guarded) and the index."""
-        from sqlalchemy import update
-
+        """Take a disk off a VM, under the locks a detach request takes."""
         from .. import volumes
-        from ..db.models import Volume
 
         datastore, volume = self.backend.volume_of(descriptor)
         group_uuid = descriptor.rpartition("/")[0].rpartition("/")[2]
         with self.locks.hold(volumes.lock_name(datastore.name, group_uuid, volume), f"vm:{vm.uuid}"):
-            self.backend.detach(vm, descriptor)
-            volumes.mark_detached(self.backend, descriptor, vm)
-            if session is not None:
-                session.execute(update(Volume).where(
-                    Volume.datastore_url == datastore.url, Volume.name == volume,
-                    Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
-                session.commit()
+            volumes.detach_disk(self.backend, session, vm, descriptor, datastore.url, volume)
 
     def vms_powered_off(self, vms):
         """VMs powered off: their volumes are detached, so that another VM can
