@@ -8,6 +8,9 @@ import subprocess
 
 MKFS_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
 LABEL_LIMITS = {"xfs": 12, "vfat": 11, "btrfs": 255}  # ext2/3/4: 16
+# mkfs would discard the device's blocks, which makes a thick disk thin again.
+NO_DISCARD = {"ext2": ["-F", "-E", "nodiscard"], "ext3": ["-F", "-E", "nodiscard"],
+              "ext4": ["-F", "-E", "nodiscard"], "xfs": ["-K"]}
 
 
 class FsError(Exception):
@@ -37,7 +40,7 @@ def label_for(name, fstype):
 
 def mkfs(fstype, device, label):
     tool = check(fstype)
-    argv = [tool] + (["-F"] if fstype.startswith("ext") else []) + ["-L", label_for(label, fstype), device]
+    argv = [tool] + NO_DISCARD.get(fstype, []) + ["-L", label_for(label, fstype), device]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         # mkfs follows its error with its whole usage text: the first lines say what is wrong.

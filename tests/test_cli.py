@@ -115,6 +115,61 @@ def test_no_command_shows_a_traceback(admin, any_mode, path, command):
             assert result.stdout.startswith("ERROR:"), (argv, result.output)
 
 
+# A valid value for each option, so that one option at a time can be given a bad one.
+VALID = {"--name": "vg1", "--description": "d", "--vm-list": "VM1", "--default-datastore": "DS1",
+         "--new-name": "vg9", "--datastore": "DS1", "--volume-maxsize": "1GB",
+         "--volume-totalsize": "2GB", "--allow-create": "True", "--volume": "v1@DS1",
+         "--vmgroup": "vg1", "--options": "access=read-only", "--to": "DS2",
+         "--content": '(("hostFailuresToTolerate" i1))', "--db-url": "sqlite:///{tmp}/x.db",
+         "--from-vdvs": "{tmp}/auth-db", "--path": "{tmp}", "--uuid": VM1_UUID, "--output": "{tmp}/out",
+         "--threshold": "50", "--keep": "30d", "--since": "7d", "--vm": "VM1", "-c": "volume"}
+VALID_IN = {("policy", "--name"): "p1", ("datastore", "--name"): "DS9", ("vm", "--name"): "VM1"}
+OUT_OF_RANGE = ["99999999999999TB", "99999999999999999999GB", "/nonexistent/dir/file", "1e400", "9" * 40,
+                "-5", "nan", "inf", "((", "))(", "1.5GB", "0x10", "99999999999999999999d", "-1d",
+                "access=", "=x", "\t", "ü"]
+
+
+@pytest.mark.parametrize("path,command", list(leaf_commands()), ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
+def test_no_option_value_gives_an_internal_error(admin, inventory, home, tmp_path, monkeypatch, path,
+                                                 command):
+    """Each option of each command, one at a time, with out-of-range and
+    malformed values while the others are valid: a clear error (exit 2) or
+    success, never an internal error."""
+    monkeypatch.chdir(tmp_path)  # values such as "((" are relative paths for --output
+    admin.ok("config init --local")
+    admin.ok("vmgroup create --name=vg1 --default-datastore=DS1 --vm-list=VM1")
+    options = [p for p in command.params if isinstance(p, click.Option) and not p.is_flag
+               and p.name != "output_format"]
+
+    def valid(option):
+        value = VALID_IN.get((path[-2] if len(path) > 1 else "", option.opts[0]),
+                             VALID.get(option.opts[0], "x"))
+        return value.format(tmp=tmp_path)
+
+    for bad in options:
+        for value in OUT_OF_RANGE + BAD_VALUES:
+            argv = list(path)
+            for option in options:
+                argv += [option.opts[0], value if option is bad else valid(option)]
+            result = admin(*argv)
+            assert result.exit_code in (0, 2, 4), (argv, result.output)
+            assert "Traceback" not in result.output and "Internal Error" not in result.output, \
+                (argv, result.output)
+
+
+def test_out_of_range_values_get_clear_errors(admin, inventory):
+    admin.ok("config init --local")
+    assert admin.err("vmgroup access set --name=_DEFAULT --datastore=_VM_DS "
+                     "--volume-totalsize=99999999999999TB") == (
+        "Invalid volume size specified. '99999999999999TB' is more than the largest size a limit "
+        "can have, 2048.00TB.")
+    assert admin.err("report usage --output=/nonexistent/dir/file") == \
+        "Cannot write /nonexistent/dir/file: No such file or directory"
+    result = admin("report audit --since=99999999999999999999d")
+    assert result.exit_code == 2 and "Invalid value for '--since': Invalid duration " \
+        "'99999999999999999999d': at most 36500d" in result.stderr
+
+
 def test_unexpected_errors_are_logged_not_shown(admin, inventory, home, monkeypatch):
     from vmdkops_admin import vmgroup
 

@@ -3,8 +3,11 @@ clone, remove, attach and detach. After a restart (which reconciles), the
 index, side-cars, disk files, loop devices and quota usage agree, nothing is
 half-made, no volume is lost, and the operation can be retried."""
 
+import glob
 import json
 import os
+import signal
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -44,11 +47,22 @@ def assert_consistent(admin, inventory, home):
     assert {name for name, _, _ in rows} == set(disks)
     assert all(state == "ready" for _, state, _ in rows)
     assert used == sum(disks.values())
+    assert volume_files(inventory) == {f"{volume}{suffix}" for volume in disks
+                                       for suffix in (".vmdk", "-flat.vmdk", ".vmfd")}
     state = json.loads((home / "attachments.json").read_text()) if (home / "attachments.json").exists() else {}
     for disks_of_vm in state.values():
         for disk in disks_of_vm:
             assert loop_backing_file(disk["device"]) == disk["extent"]
     assert inventory.stray_devices() == []
+
+
+def volume_files(inventory):
+    """The names of the files in the datastores' vmgroup folders."""
+    names = set()
+    for ds in inventory.datastores():
+        for folder in glob.glob(os.path.join(ds.path, "dockvols", "*-*-*-*-*")):
+            names.update(os.listdir(folder))
+    return names
 
 
 def crash(executor, step, *request):
@@ -73,6 +87,68 @@ def test_create_and_clone(executor, admin, inventory, home, step, clone):
     executor.ok("VM1", "create", "v", opts)  # the retry succeeds (or finds it made)
     assert executor.err("VM1", "create", "w", {"size": "200mb"}) == \
         "The total volume size exceeds the usage quota"
+    assert_consistent(admin, inventory, home)
+
+
+@pytest.mark.parametrize("diskformat", ["thin", "zeroedthick", "eagerzeroedthick"])
+@pytest.mark.parametrize("step", ["disk:writing", "disk:extent", "disk:descriptor"])
+@pytest.mark.parametrize("clone", [False, True], ids=["create", "clone"])
+def test_killed_inside_the_disk_write(executor, admin, inventory, home, step, clone, diskformat):
+    """Inside the extent's write (or a clone's copy), after the extent, after
+    the temporary descriptor: the restart removes what the create left, and
+    the client's retry makes the volume."""
+    admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=300MB")
+    executor.ok("VM1", "create", "src", {"size": "100mb"})
+    source = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols",
+                          "11111111-1111-1111-1111-111111111111", "src-flat.vmdk")
+    with open(source, "r+b") as f:  # data for the clone to copy
+        f.write(b"x" * (3 << 20))
+    opts = {"clone-from": "src", "diskformat": diskformat} if clone else \
+        {"size": "100mb", "diskformat": diskformat}
+    crash(executor, step, "create", "v", opts)
+    assert_consistent(admin, inventory, home)
+    executor.ok("VM1", "create", "v", opts)
+    assert executor.ok("VM1", "get", "v")["diskformat"] == diskformat
+    assert_consistent(admin, inventory, home)
+
+
+def test_a_create_killed_while_writing_is_undone_and_can_be_retried(executor, admin, inventory, home):
+    """The issue's reproduction: an eagerzeroedthick create killed while its
+    extent is being written, then started again."""
+    folder = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols",
+                          "11111111-1111-1111-1111-111111111111")
+    opts = {"size": "1gb", "diskformat": "eagerzeroedthick"}
+    import threading
+
+    answered = []
+
+    def create():
+        try:
+            answered.append(executor.call("VM1", "create", "big", opts))
+        except Exception as exc:  # noqa: BLE001 - the connection dies with the executor
+            answered.append(exc)
+
+    creating = threading.Thread(target=create)
+    creating.start()
+    deadline = time.monotonic() + 30
+    while not any(name.startswith("big-flat.vmdk") and os.path.getsize(os.path.join(folder, name))
+                  for name in (os.listdir(folder) if os.path.isdir(folder) else [])):
+        assert time.monotonic() < deadline, "the extent was never written"
+        time.sleep(0.01)
+    executor.process.send_signal(signal.SIGKILL)
+    creating.join(timeout=30)
+    executor.process.wait(timeout=30)
+    assert len(answered) == 1 and isinstance(answered[0], Exception)  # never answered
+    findings = json.loads(admin.ok("volume reconcile --dry-run --output-format=json"))
+    assert {(f["volume"], f["action"]) for f in findings} == {
+        ("big@DS1", "would removed"), ("big@DS1", "would removed from the index")}
+    assert any(f["problem"].startswith("big-flat.vmdk") and "interrupted" in f["problem"]
+               for f in findings)
+    executor.start()
+    assert_consistent(admin, inventory, home)
+    assert executor.ok("VM1", "list") == []
+    executor.ok("VM1", "create", "big", opts)
+    assert executor.ok("VM1", "list") == [{"Name": "big@DS1", "Attributes": {}}]
     assert_consistent(admin, inventory, home)
 
 

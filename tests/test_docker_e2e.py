@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import pytest
 
 
 def inspect(host, name):
@@ -28,6 +29,21 @@ def test_s1_create_list_inspect(docker_host, executor):
     assert (status["status"], status["created by VM"], status["fstype"], status["diskformat"],
             status["access"], status["attach-as"]) == (
         "detached", "VM1", "xfs", "thin", "read-write", "independent_persistent")
+
+
+@pytest.mark.parametrize("diskformat, fstype", [("thin", "ext4"), ("zeroedthick", "ext4"),
+                                               ("eagerzeroedthick", "ext4"), ("zeroedthick", "xfs")])
+def test_the_disk_format_survives_the_filesystem(docker_host, executor, diskformat, fstype):
+    """mkfs must not discard a thick disk's blocks: allocated stays the size."""
+    host = docker_host()
+    host.docker("volume", "create", "-d", host.driver, "-o", "size=400mb", "-o", f"diskformat={diskformat}",
+                "-o", f"fstype={fstype}", "fmt")
+    allocated = executor.ok("VM1", "get", "fmt")["capacity"]["allocated"]
+    if diskformat == "thin":
+        assert allocated.endswith("KB") or int(allocated[:-2]) < 100, allocated
+    else:
+        assert allocated == "400MB", allocated
+    assert host.run(["-v", "fmt:/data"], "echo ok > /data/f && cat /data/f").stdout == "ok\n"
 
 
 def test_s2_data_survives_detach_and_attach(docker_host):

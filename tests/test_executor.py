@@ -55,6 +55,17 @@ def test_identity_cannot_be_forged(executor, admin):
     assert volumes(executor, "VM2") == ["private@DS2"]
 
 
+def test_a_vm_gone_from_the_inventory_lists_nothing(executor, admin, inventory):
+    """A VM deleted in vSphere while its credential still names it: list
+    answers [] (list never fails), the other commands say that the VM is gone."""
+    executor.ok("VM3", "create", "kept")
+    token = executor.token("VM3")
+    inventory.remove_vm("VM3")
+    assert executor.call("VM3", "list", credential=token) == []
+    assert executor.call("VM3", "get", "kept", credential=token)["Error"].startswith("Cannot find vm ")
+    assert volumes(executor, "VM1") == ["kept@DS1"]
+
+
 def test_auth_scenario_quotas(executor, admin):
     """§17 "Auth unit": allow_create=0, max 500MB, quota 1000MB."""
     admin.ok("vmgroup create --name=vg1 --default-datastore=DS1 --vm-list=VM1")
@@ -158,6 +169,8 @@ def test_vm_ds_semantics(executor, admin):
     ({"policy": "x"}, "Invalid options: ['policy'] \nValid options and defaults: "),
     ({"size": "12unknown"}, "Invalid format for size."),
     ({"size": "2"}, "Invalid format for size."), ({"size": "mb"}, "Invalid format for size."),
+    ({"size": "99999999999999tb"}, "Invalid volume size specified: 99999999999999tb is more than "
+                                   "the largest disk, 62tb"),
     ({"access": "only-read"}, "Access type 'only-read' is not supported."),
     ({"acess": "read-only"}, "Invalid options: ['acess']"),
     ({"attach-as": "persisten"}, "Attach type 'persisten' is not supported."),

@@ -67,14 +67,22 @@ def test_update_reports_volumes_it_could_not_reach(executor, admin, inventory):
         executor.ok("VM1", "create", name, {"vsan-policy-name": "p"})
     ds = inventory.datastore_by_name("DS1")
     os.unlink(inventory.descriptor(ds, "11111111-1111-1111-1111-111111111111", "b")[:-5] + ".vmfd")
-    assert admin.err("policy", "update", "--name", "p", "--content", "new") == \
+    new = '(("proportionalCapacity" i1))'
+    assert admin.err("policy", "update", "--name", "p", "--content", new) == \
         "Successfully updated: 1 volumes.\nFailed to update:     b@DS1 volumes"
-    assert parse_table(admin.ok("policy ls"))[0]["Policy Content"] == "new"
+    assert parse_table(admin.ok("policy ls"))[0]["Policy Content"] == new
 
 
-def test_s94_content_is_not_validated(admin):
-    assert admin.ok("policy", "create", "--name", "invalidPolicy", "--content", '(("wrongKey" i50)') == \
-        "Successfully created policy: invalidPolicy\n"
+def test_s94_content_is_checked(admin):
+    """[NEW] The original took any text (S-94) and failed at the volume's create."""
+    for content in ('(("wrongKey" i50)', "((", '(("x" iy))', "fast please"):
+        assert admin.err("policy", "create", "--name", "invalidPolicy", "--content", content).startswith(
+            "Error: Invalid policy string")
+    admin.ok("policy", "create", "--name", "p", "--content", CONTENT)
+    assert admin.err("policy", "update", "--name", "p", "--content", "((") == "Error: Invalid policy string"
+    assert parse_table(admin.ok("policy ls")) == [
+        {"Policy Name": "p", "Policy Content": CONTENT, "Active": "Unused", "Kind": "recorded",
+         "Applies To": "every datastore (kept with the volume)"}]
 
 
 def test_policy_names_are_validated(admin):

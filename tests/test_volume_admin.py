@@ -69,8 +69,16 @@ def test_json_listing(executor, admin):
     assert {k: record[k] for k in ("volume", "datastore", "vmgroup", "capacity_mb", "used_mb",
                                    "disk_format", "attached_to", "created_by")} == {
         "volume": "v1", "datastore": "DS1", "vmgroup": "_DEFAULT", "capacity_mb": 20,
-        "used_mb": 20, "disk_format": "zeroedthick", "attached_to": "detached", "created_by": "VM1"}
+        "used_mb": 20, "disk_format": "zeroedthick", "attached_to": None, "created_by": "VM1"}
     assert record["created"].endswith("Z") and record["fstype"] is None
+    assert parse_table(admin.ok("volume ls -c volume,attached-to")) == [
+        {"Volume": "v1", "Attached-to": "detached"}]
+    executor.ok("VM1", "attach", "v1")
+    [record] = json.loads(admin.ok("volume ls --output-format=json"))
+    assert record["attached_to"] == "VM1"
+    assert admin.ok("volume ls -c volume,attached-to --output-format=csv") == "volume,attached_to\nv1,VM1\n"
+    executor.ok("VM1", "detach", "v1")
+    assert admin.ok("volume ls -c volume,attached-to --output-format=csv") == "volume,attached_to\nv1,\n"
 
 
 def test_s85_s86_set(executor, admin):

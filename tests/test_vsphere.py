@@ -100,6 +100,23 @@ def test_status_shows_the_vsphere_session(vsphere_home, admin, vcsim_servers):
         "Session: not connected (Cannot reach vSphere at 127.0.0.1:")
 
 
+def test_a_shared_db_file_on_a_vsphere_datastore_is_refused(vsphere_home, admin, tmp_path, monkeypatch):
+    """vSphere datastores are not directories of this host: the shared DB is
+    PostgreSQL there, and a refused init leaves nothing behind."""
+    from vmdkops_admin.backends import get_backend
+
+    datastore = get_backend().datastores()[0].name
+    admin.ok("config rm --local --no-backup --confirm")
+    monkeypatch.chdir(tmp_path)
+    assert admin.err(f"config init --datastore={datastore}") == (
+        f"Datastore {datastore} is not a directory of this host on the vsphere backend, so it "
+        "cannot hold a shared auth DB file: share a PostgreSQL database instead ('config init "
+        "--db-url postgresql://user:password@host/database')")
+    assert "NotConfigured" in admin.ok("config status")
+    assert not os.path.lexists(vsphere_home / "auth-db")
+    assert not any(name.startswith("[") for name in os.listdir(tmp_path))
+
+
 def test_host_datastore_ls_shows_vsphere_space(vsphere_home, admin):
     from vmdkops_admin.backends import get_backend
 

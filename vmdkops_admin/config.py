@@ -18,7 +18,7 @@ from typing import Optional
 from . import db
 from .errors import (INIT_NEEDED, DbAccessError, InvalidArgument, NotConfigured, NotFound,
                      VmdkopsError)
-from .paths import layout, shared_db_path
+from .paths import layout
 
 DEFAULT_VMGROUP = "_DEFAULT"
 DEFAULT_VMGROUP_UUID = "11111111-1111-1111-1111-111111111111"
@@ -180,18 +180,29 @@ def init(backend, local=False, datastore=None, db_url=None, force=False):
     if local:
         return [f"Creating new DB at {paths.config_db}"] if _create_sqlite(paths.config_db) else []
 
-    found = [(ds.name, shared_db_path(ds.path)) for ds in backend.datastores()
-             if ds.name != datastore and os.path.exists(shared_db_path(ds.path))]
+    target = _shared_db_file(backend, backend.datastore_by_name(datastore))
+    found = [(ds.name, backend.shared_db_file(ds)) for ds in backend.datastores()
+             if ds.name != datastore and backend.shared_db_file(ds)
+             and os.path.exists(backend.shared_db_file(ds))]
     if found and not force:
         where = ", ".join(f"{name} ({path})" for name, path in found)
         raise VmdkopsError("Found Config DB on other datastores. Add '--force' flag to force the "
                            f"request execution. Additional information: {where}")
-    target = shared_db_path(backend.datastore_by_name(datastore).path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     lines = [f"Creating new DB at {target}"] if _create_sqlite(target) else []
     _link(target, paths.config_db)
     lines.append(f"Creating a symlink to {target} at {paths.config_db}")
     return lines
+
+
+def _shared_db_file(backend, datastore):
+    path = backend.shared_db_file(datastore)
+    if path is None:
+        raise VmdkopsError(
+            f"Datastore {datastore.name} is not a directory of this host on the {backend.name} "
+            "backend, so it cannot hold a shared auth DB file: share a PostgreSQL database instead "
+            "('config init --db-url postgresql://user:password@host/database')")
+    return path
 
 
 def _create_sqlite(path):
@@ -359,7 +370,7 @@ def move(backend, to=None, local=False, force=False):
     datastore = backend.datastore_by_name(to)
     if datastore is None:
         raise NotFound(f"No such datastore: {to}")
-    target = shared_db_path(datastore.path)
+    target = _shared_db_file(backend, datastore)
     if state.mode is Mode.MULTI_NODE:
         raise InvalidArgument(
             f"Config DB is shared at {os.path.realpath(paths.config_db)}; other hosts link to it. "

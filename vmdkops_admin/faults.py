@@ -7,5 +7,5 @@ import signal
 
 
 def crashpoint(step):
-    if os.environ.get("VMDKOPS_CRASH_AT") == step:
+    if step is not None and os.environ.get("VMDKOPS_CRASH_AT") == step:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from .db.models import Policy, Volume, VmGroup
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
+from .policy_text import parse_vsan
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -22,6 +23,7 @@ def create(session, backend, name, content):
                               "(at most 128 characters) is allowed")
     if get(session, name) is not None:
         raise AlreadyExists("Error: Policy already exists")
+    parse_vsan(content)
     session.add(Policy(name=name, content=content))
     session.flush()
     backend.policy_created(name, content)
@@ -90,6 +92,7 @@ def update(session, backend, name, content):
     policy = get(session, name)
     if policy is None:
         raise NotFound(f"Error: Policy {name} does not exist")
+    parse_vsan(content)
     if " ".join(policy.content.split()) == " ".join(content.split()):
         raise InvalidArgument("Error: New policy is identical to old policy. Ignoring.")
     backend.policy_updated(name, content)

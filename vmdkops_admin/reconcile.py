@@ -9,6 +9,7 @@ are gone are released, and side-cars follow the real attachments. What is
 not safe (disks without metadata, disks of unknown vmgroups) is reported."""
 
 import calendar
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,13 +47,28 @@ def reconcile(session, backend, dry_run=False, adopt=False):
         from .legacy import adopt as adopt_volumes
 
         adopt_volumes(backend, dry_run, found)
+    busy = _leftovers(backend, found)
     _attachments(backend, found)
     if session is not None:
-        _index(session, backend, found)
+        _index(session, backend, found, busy)
     _sidecars(backend, found)
     if session is not None and not dry_run:
         session.commit()
     return findings
+
+
+def _leftovers(backend, found):
+    """Remove the files of interrupted creates and removes; the descriptors
+    of creates still in progress (their files are locked), which are left alone."""
+    busy = set()
+    for leftover in backend.leftover_files():
+        if leftover.busy:
+            busy.add(leftover.descriptor)
+        elif found(f"{leftover.volume}@{leftover.datastore.name}",
+                   f"{os.path.basename(leftover.path)} was left by an interrupted create or remove",
+                   "removed"):
+            backend.remove_leftover(leftover)
+    return busy
 
 
 def _attachments(backend, found):
@@ -69,7 +85,7 @@ def _attachments(backend, found):
             backend.release_device(device, extent)
 
 
-def _index(session, backend, found):
+def _index(session, backend, found, busy):
     groups = {g.id: g for g in session.scalars(select(VmGroup))}
     by_uuid = {g.uuid: g for g in groups.values()}
     rows = {}
@@ -94,6 +110,8 @@ def _index(session, backend, found):
         full = f"{name}@{ds.name}" if ds else f"{name}@{url}"
         if ds is None:
             found(full, "in the index on a datastore that is gone", "reported")
+        elif backend.descriptor(ds, groups[row.vmgroup_id].uuid, name) in busy:
+            continue  # being created now
         elif found(full, f"in the index ({row.state}) but not on disk", "removed from the index"):
             session.delete(row)
     session.flush()

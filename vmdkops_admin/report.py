@@ -15,6 +15,7 @@ from .errors import InvalidArgument
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION_DAYS = 36500
 
 
 def parse_duration(text):
@@ -22,7 +23,10 @@ def parse_duration(text):
     if not match:
         raise InvalidArgument(f"Invalid duration '{text}': use a number and s, m, h, d or w "
                               "(for example 30d)")
-    return timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise InvalidArgument(f"Invalid duration '{text}': at most {MAX_DURATION_DAYS}d")
+    return timedelta(seconds=seconds)
 
 
 def now():

@@ -4,6 +4,7 @@ the DB's volume index is rebuilt from it. Keys are the original's (spec
 esx-service §9): status, created, created-by, attachedVMUuid, attachedVMName,
 attachedVMDevice, volOpts."""
 
+import fcntl
 import json
 import os
 
@@ -37,10 +38,12 @@ def save(descriptor, meta, guard=None):
     target = path_for(descriptor)
     tmp = f"{target}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
+        # Locked while written: reconcile removes only temporary files nobody writes.
+        fcntl.flock(f, fcntl.LOCK_EX)
         json.dump(meta, f, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, target)
+        os.replace(tmp, target)
     return True
 
 

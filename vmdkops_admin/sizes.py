@@ -9,6 +9,8 @@ UNITS_MB = {"MB": 1, "GB": 1024, "TB": 1024 * 1024}
 _SIZE = re.compile(r"^(\d+)(MB|GB|TB)$", re.IGNORECASE)
 # Values that clear a limit back to unlimited.
 UNLIMITED_WORDS = ("unset", "0")
+# The auth DB keeps sizes in 32-bit integers (PostgreSQL's INTEGER): about 2 PB.
+MAX_QUOTA_MB = 2**31 - 1
 
 
 def parse_quota_mb(text):
@@ -27,6 +29,9 @@ def parse_quota_mb(text):
             f"{OPT_VOLUME_SIZE_INVALID} '{text}' is not a whole number followed by MB, GB or TB "
             "(for example 500MB or 2GB); use 'unset' for no limit.")
     mb = int(match.group(1)) * UNITS_MB[match.group(2).upper()]
+    if mb > MAX_QUOTA_MB:
+        raise InvalidArgument(f"{OPT_VOLUME_SIZE_INVALID} '{text}' is more than the largest size a "
+                              f"limit can have, {format_quota_mb(MAX_QUOTA_MB)}.")
     return mb or None
 
 

@@ -79,7 +79,7 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
                 opts = parsed_options[options] = json.loads(options) if options else {}
             records.append(_record(
                 folder + name + ".vmdk", name, ds.name, group_name, opts, size,
-                vm_names.get(attached, attached) if attached else "detached", created_by,
+                vm_names.get(attached, attached) if attached else None, created_by,
                 f"{created[:10]}T{created[11:19]}Z" if created else None))
     else:
         known = {DEFAULT_VMGROUP_UUID: DEFAULT_VMGROUP}
@@ -95,7 +95,7 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
                 capacity_mb = None
             attached = (vm_names.get(str(meta.get("attachedVMUuid")).lower(),
                                      meta.get("attachedVMName") or meta.get("attachedVMUuid"))
-                        if meta.get("status") == "attached" else "detached")
+                        if meta.get("status") == "attached" else None)
             records.append(_record(descriptor, volume, ds.name, known.get(group_uuid),
                                    meta.get("volOpts") or {}, capacity_mb, attached,
                                    meta.get("created-by"), _iso(meta.get("created"))))

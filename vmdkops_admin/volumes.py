@@ -32,6 +32,7 @@ ATTACH_AS = ["independent_persistent", "persistent"]
 ACCESS = ["read-write", "read-only"]
 _SIZE = re.compile(r"^(\d+)(mb|gb|tb)$")
 _UNIT_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
+MAX_DISK_MB = 62 * 1024 * 1024  # vSphere's largest virtual disk
 # What makes two creates of one volume "the same": these options, defaults filled in.
 COMPARED = ("size", "diskformat", "attach-as", "access", "fstype", "vsan-policy-name", "clone-from")
 
@@ -55,6 +56,9 @@ def validate_opts(opts, policies_supported=False):
         if not _SIZE.match(opts["size"].lower()):
             raise InvalidArgument("Invalid format for size. \nValid sizes must be of form X[mMgGtT]b "
                                   "where X is an integer. Default = 100mb")
+        if size_mb(opts["size"]) > MAX_DISK_MB:
+            raise InvalidArgument(f"Invalid volume size specified: {opts['size']} is more than the "
+                                  "largest disk, 62tb")
     if "vsan-policy-name" in opts and not policies_supported:
         raise InvalidArgument("Cannot use a VSAN policy on a non-VSAN datastore")
     if opts.get("diskformat", "thin") not in DISK_FORMATS:

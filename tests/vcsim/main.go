@@ -4,7 +4,9 @@
 // policy (PBM) endpoint. Its TLS certificate is made at start for 127.0.0.1
 // (ECDSA P-256: Go's built-in test certificate is too weak for OpenSSL) and
 // written, PEM-encoded, to the file -cacert names. It prints its URL on the
-// first line of its output and serves until SIGTERM.
+// first line of its output and serves until SIGTERM. GET /vcsim/requests
+// answers how many requests it has served (SOAP, PBM and datastore files),
+// for the tests that count a client's round trips.
 package main
 
 import (
@@ -20,9 +22,11 @@ import (
 	"io/ioutil"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +90,17 @@ func main() {
 	model.Service.Listen = &url.URL{Host: *listen}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	server := model.Service.NewServer()
+	// Nobody knows the URL yet, so no request is being served while the handler changes.
+	var served int64
+	handler := server.Config.Handler
+	server.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/vcsim/requests" {
+			fmt.Fprintln(w, atomic.LoadInt64(&served))
+			return
+		}
+		atomic.AddInt64(&served, 1)
+		handler.ServeHTTP(w, r)
+	})
 	fmt.Println(server.URL.String())
 
 	stop := make(chan os.Signal, 1)

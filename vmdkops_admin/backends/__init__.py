@@ -22,6 +22,17 @@ class Datastore:
 
 
 @dataclass(frozen=True)
+class Leftover:
+    """A file an interrupted create or remove left; ``busy`` while a live
+    process still writes it (a create in progress)."""
+    datastore: Datastore
+    volume: str
+    path: str
+    descriptor: str
+    busy: bool
+
+
+@dataclass(frozen=True)
 class VirtualMachine:
     name: str
     uuid: str
@@ -83,6 +94,22 @@ class Backend:
 
     def policy_removed(self, name):
         """Forget a policy in the storage layer."""
+
+    def shared_db_file(self, datastore):
+        """The path on this host of the shared SQLite auth DB on ``datastore``
+        (``dockvols/vmdkops_config.db``), or None where datastores are not
+        directories of this host."""
+        return None
+
+    def leftover_files(self):
+        """Files in the datastores' volume folders that no volume explains (a
+        temporary file, an extent without its descriptor), left by a create or
+        remove that was interrupted: ``Leftover``s. None where the storage
+        layer makes each disk in one step of its own (vSphere's tasks)."""
+        return []
+
+    def remove_leftover(self, leftover):
+        """Remove a leftover file unless a live process has started writing it."""
 
     def vmgroup_renamed(self, vmgroup_uuid, old_name, new_name):
         """Move the ``dockvols/<name>`` links of a renamed vmgroup."""

@@ -16,13 +16,16 @@ import uuid as uuidlib
 from .. import sidecar
 from ..faults import crashpoint
 from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
-from ..paths import DOCKVOLS
-from . import Backend, Datastore, VirtualMachine, pvscsi, vmdkfile
+from ..paths import DOCKVOLS, shared_db_path
+from . import Backend, Datastore, Leftover, VirtualMachine, pvscsi, vmdkfile
 
 DEFAULT_DATASTORE = "datastore1"
 # Extents, snapshot deltas and change-tracking files sit beside descriptors.
 _NOT_A_VOLUME = re.compile(r"-(flat|delta|ctk|digest|\d{6})\.vmdk$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An extent (a leftover when its descriptor is missing), or a temporary
+# file of a descriptor, extent or side-car: <volume><suffix>[.<pid>.tmp].
+_LEFTOVER = re.compile(r"^(.+?)(-flat\.vmdk|\.vmdk|\.vmfd)(\.\d+\.tmp)?$")
 
 
 @contextlib.contextmanager
@@ -222,6 +225,9 @@ class LocalBackend(Backend):
                 os.symlink(vmgroup_uuid, os.path.join(dockvols, vmgroup_name))
         return folder
 
+    def shared_db_file(self, datastore):
+        return shared_db_path(datastore.path)
+
     def descriptor(self, datastore, vmgroup_uuid, volume):
         return os.path.join(datastore.path, DOCKVOLS, vmgroup_uuid, volume + ".vmdk")
 
@@ -285,6 +291,33 @@ class LocalBackend(Backend):
             for name in sorted(names if names is not None else os.listdir(folder)):
                 if name.endswith(".vmdk") and not _NOT_A_VOLUME.search(name):
                     yield vmgroup_uuid, name[:-len(".vmdk")], folder + os.sep + name
+
+    def leftover_files(self):
+        leftovers = []
+        for ds in self.datastores():
+            dockvols = os.path.join(ds.path, DOCKVOLS)
+            try:
+                folders = [dockvols] + [e.path for e in os.scandir(dockvols)
+                                        if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                continue
+            for folder in folders:
+                names = set(os.listdir(folder))
+                for name in sorted(names):
+                    match = _LEFTOVER.match(name)
+                    if match is None or not (match.group(3) or (
+                            match.group(2) == vmdkfile.EXTENT_SUFFIX and match.group(1) + ".vmdk" not in names)):
+                        continue
+                    path = os.path.join(folder, name)
+                    leftovers.append(Leftover(ds, match.group(1), path,
+                                              os.path.join(folder, match.group(1) + ".vmdk"),
+                                              vmdkfile.is_locked(path)))
+        return leftovers
+
+    def remove_leftover(self, leftover):
+        if not vmdkfile.is_locked(leftover.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover.path)
 
     # -- attach and detach: a PVSCSI slot on the VM and a loop device ---------------
 

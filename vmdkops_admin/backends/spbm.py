@@ -6,41 +6,10 @@ A policy's content is the original's vSAN policy text, e.g.
 becomes a requirement profile of the same name whose rules are those
 capabilities in the ``VSAN`` namespace."""
 
-import re
-
-from ..errors import InvalidArgument, NotFound, VmdkopsError
+from ..errors import NotFound, VmdkopsError
+from ..policy_text import parse_vsan, vsan_text
 
 OURS = "Created by vmdkops_admin"
-_RULE = re.compile(r'\(\s*"([^"()]+)"\s+([a-zA-Z])([^()\s]*)\s*\)')
-
-
-def parse_vsan(content):
-    """[(capability, value)] of a vSAN policy text; ``i`` and ``l`` values are integers."""
-    text = content.strip()
-    if not (text.startswith("(") and text.endswith(")")):
-        raise InvalidArgument("Error: Invalid policy string")
-    inner = text[1:-1]
-    rules = _RULE.findall(inner)
-    if not rules or _RULE.sub("", inner).strip():
-        raise InvalidArgument("Error: Invalid policy string")
-    parsed = []
-    for key, kind, value in rules:
-        if kind in "il":
-            try:
-                parsed.append((key, int(value)))
-            except ValueError:
-                raise InvalidArgument(f"Error: Invalid policy string: {key} needs an integer") from None
-        else:
-            parsed.append((key, value))
-    return parsed
-
-
-def vsan_text(rules):
-    """The vSAN policy text of [(capability, value)]."""
-    return "(" + " ".join(f'("{key}" i{value})' if isinstance(value, int) and not isinstance(value, bool)
-                          else f'("{key}" {value})' for key, value in rules) + ")"
-
-
 class Spbm:
     """The profile manager of a vCenter, reached with the backend's session."""
 

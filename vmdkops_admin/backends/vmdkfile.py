@@ -3,20 +3,26 @@ raw extent ``<vol>-flat.vmdk``, as ESX lays out a flat disk. The three disk
 formats keep their meaning: thin is sparse, zeroedthick is allocated,
 eagerzeroedthick is allocated and written with zeros."""
 
+import contextlib
+import fcntl
 import os
 import re
 import uuid
 
 from ..errors import VmdkopsError
+from ..faults import crashpoint
 
 FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")
 SECTOR = 512
 _EXTENT = re.compile(r'^RW (\d+) (?:FLAT|VMFS) "([^"]+)"', re.MULTILINE)
 _CHUNK = 1 << 20
+EXTENT_SUFFIX = "-flat.vmdk"
+# A file being written is named <final name>.<pid>.tmp until it is whole.
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def extent_path(descriptor):
-    return descriptor[:-len(".vmdk")] + "-flat.vmdk"
+    return descriptor[:-len(".vmdk")] + EXTENT_SUFFIX
 
 
 def descriptor_text(extent_name, size_bytes, diskformat):
@@ -48,7 +54,9 @@ def descriptor_text(extent_name, size_bytes, diskformat):
     )
 
 
-def _fill(fd, size_bytes, diskformat):
+def _fill(fd, size_bytes, diskformat, step="disk:writing"):
+    """Allocate an extent as its format says; ``step`` is the fault point
+    inside the write (after its first part)."""
     if diskformat == "thin":
         os.ftruncate(fd, size_bytes)
     elif diskformat == "zeroedthick":
@@ -58,40 +66,91 @@ def _fill(fd, size_bytes, diskformat):
         written = 0
         while written < size_bytes:
             written += os.write(fd, zeros[:min(_CHUNK, size_bytes - written)])
+            crashpoint(step)
         os.fsync(fd)
+    crashpoint(step)
 
 
-def _make_extent(extent, write):
-    """A new extent file written by ``write(fd)``; nothing is left if it fails."""
-    fd = os.open(extent, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def temporary_name(path):
+    return f"{path}.{os.getpid()}{TEMPORARY_SUFFIX}"
+
+
+def is_locked(path):
+    """Whether a live process holds the write lock of a file (an extent or
+    temporary file being written); False when the file is gone."""
     try:
-        write(fd)
-    except BaseException:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
         os.close(fd)
-        os.unlink(extent)
-        raise
-    os.close(fd)
+    return False
+
+
+@contextlib.contextmanager
+def _new_file(path):
+    """A new file written under a temporary name while holding its write lock
+    (so that reconcile leaves it alone), then linked to ``path``. The lock is
+    held until the block ends: an extent stays locked while its descriptor
+    is written. ``FileExistsError`` if ``path`` exists and is not a leftover;
+    on any failure nothing is left."""
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    linked = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd, lambda: _link(tmp, path)
+        linked = True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if not linked:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    os.unlink(path)
+        os.close(fd)
+
+
+def _link(tmp, path):
+    """Give ``tmp`` the name ``path`` unless a file has it (a racing create
+    wins). An extent without its descriptor that nobody is writing is what
+    an interrupted create or remove left: it is replaced."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        if not path.endswith(EXTENT_SUFFIX) or os.path.lexists(path[:-len(EXTENT_SUFFIX)] + ".vmdk") \
+                or is_locked(path):
+            raise
+    os.unlink(path)
+    os.link(tmp, path)
+
+
+def _make(descriptor, size_bytes, diskformat, write):
+    """The extent written by ``write(fd)``, then the descriptor: the
+    descriptor is written last, so one always names a complete extent."""
+    if os.path.lexists(descriptor):
+        raise FileExistsError(descriptor)
+    extent = extent_path(descriptor)
+    with _new_file(extent) as (fd, publish_extent):
+        write(fd)
+        publish_extent()
+        crashpoint("disk:extent")
+        with _new_file(descriptor) as (dfd, publish_descriptor):
+            os.write(dfd, descriptor_text(os.path.basename(extent), size_bytes, diskformat).encode())
+            os.fsync(dfd)
+            crashpoint("disk:descriptor")
+            publish_descriptor()
 
 
 def create(descriptor, size_mb, diskformat):
-    """Make the extent, then the descriptor (written last and atomically, so a
-    descriptor always names a complete extent). ``FileExistsError`` if either exists."""
-    extent = extent_path(descriptor)
+    """A new disk. ``FileExistsError`` if it exists or is being made."""
     size = size_mb * 1024 * 1024
-    _make_extent(extent, lambda fd: _fill(fd, size, diskformat))
-    _write_descriptor(descriptor, descriptor_text(os.path.basename(extent), size, diskformat))
-
-
-def _write_descriptor(descriptor, text):
-    if os.path.lexists(descriptor):
-        raise FileExistsError(descriptor)
-    tmp = f"{descriptor}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.link(tmp, descriptor)  # fails if a racing create got there first
-    os.unlink(tmp)
+    _make(descriptor, size, diskformat, lambda fd: _fill(fd, size, diskformat))
 
 
 def read_extent(descriptor):
@@ -122,16 +181,14 @@ def delete(descriptor):
 def clone(source, target, diskformat):
     """Copy a disk; holes of the source stay holes in a thin clone."""
     capacity, source_extent = read_extent(source)
-    extent = extent_path(target)
 
     def write(fd):
-        _fill(fd, capacity, diskformat)
+        _fill(fd, capacity, diskformat, step=None)
         with open(source_extent, "rb") as src:
             _copy_data(src.fileno(), fd, capacity)
         os.fsync(fd)
 
-    _make_extent(extent, write)
-    _write_descriptor(target, descriptor_text(os.path.basename(extent), capacity, diskformat))
+    _make(target, capacity, diskformat, write)
 
 
 def _copy_data(src, dst, size):
@@ -148,4 +205,5 @@ def _copy_data(src, dst, size):
             if copied == 0:
                 break
             start += copied
+            crashpoint("disk:writing")
         offset = end

@@ -508,11 +508,8 @@ class VsphereBackend(Backend):
         self._save_policy(name, content, lambda: self.spbm.update(name, content))
 
     def _save_policy(self, name, content, on_vcenter):
-        """Check the vSAN text, then give it to vCenter (``on_vcenter``) or, on a
+        """Give the (checked) vSAN text to vCenter (``on_vcenter``) or, on a
         standalone host, write it where the original kept it, for its tools."""
-        from .spbm import parse_vsan
-
-        parse_vsan(content)
         if self.is_vcenter:
             on_vcenter()
             return

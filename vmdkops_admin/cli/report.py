@@ -55,12 +55,19 @@ def _duration(_ctx, _param, value):
 
 def write_atomically(path, text):
     """Write a whole file or nothing: a collector never reads half of it."""
+    from ..errors import VmdkopsError
+
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise VmdkopsError(f"Cannot write {path}: {exc.strerror}") from None
 
 
 def register(cli):

@@ -32,7 +32,8 @@ class ColumnList(click.ParamType):
 def _columns(chosen):
     from ..volume_admin import COLUMNS, created_text, size_text
 
-    text = {"capacity_mb": size_text, "used_mb": size_text, "created": created_text}
+    text = {"capacity_mb": size_text, "used_mb": size_text, "created": created_text,
+            "attached_to": lambda vm: "detached" if vm is None else vm}
     return [Column(header, key, text.get(key, lambda v: "N/A" if v is None else str(v)))
             for choice, header, key in COLUMNS if choice in chosen]
 

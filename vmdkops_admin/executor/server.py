@@ -156,6 +156,8 @@ class Server:
         vm = self.dispatcher.backend.find_vm(vm_uuid) if vm_uuid else None
         if vm is None:
             if vm_uuid:
+                if isinstance(message, dict) and message.get("cmd") == "list":
+                    return []  # list never fails (spec esx-service §16.2): no VM, no volumes
                 return {"Error": f"Cannot find vm {vm_uuid}"}
             if isinstance(message, dict) and message.get("cmd") == "version":
                 return self.dispatcher.handle(message, None)
