@@ -47,8 +47,10 @@ def assert_consistent(admin, inventory, home):
     assert {name for name, _, _ in rows} == set(disks)
     assert all(state == "ready" for _, state, _ in rows)
     assert used == sum(disks.values())
+    attached = {name for name, _, vm in rows if vm}
     assert volume_files(inventory) == {f"{volume}{suffix}" for volume in disks
-                                       for suffix in (".vmdk", "-flat.vmdk", ".vmfd")}
+                                       for suffix in (".vmdk", "-flat.vmdk", ".vmfd")} | {
+        f"{volume}.lck" for volume in attached}
     state = json.loads((home / "attachments.json").read_text()) if (home / "attachments.json").exists() else {}
     for disks_of_vm in state.values():
         for disk in disks_of_vm:
@@ -162,7 +164,7 @@ def test_remove(executor, admin, inventory, home, step):
     assert_consistent(admin, inventory, home)
 
 
-@pytest.mark.parametrize("step", ["attach:losetup", "attach:device", "attach:metadata"])
+@pytest.mark.parametrize("step", ["attach:losetup", "attach:claim", "attach:device", "attach:metadata"])
 def test_attach(executor, admin, inventory, home, step):
     executor.ok("VM1", "create", "v")
     crash(executor, step, "attach", "v")

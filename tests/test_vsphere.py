@@ -4,6 +4,7 @@ vCenter and as a standalone ESX host, with authorization from the auth DB."""
 import json
 import os
 import time
+import urllib.parse
 
 import pytest
 
@@ -163,6 +164,40 @@ def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
         for i in range(12):
             executor.ok(vm.name, "remove", f"rt{i}")
     finally:
+        executor.stop()
+
+
+def test_executor_start_up_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
+    """vmdk-opsd reconciles at start from one listing per datastore and one
+    query of the VMs' disks: counted by the simulator itself, the start with
+    100 volumes makes as many requests as the start with 10."""
+    import json as json_
+
+    import vcsim_env
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    url = urllib.parse.urlparse("https://" + json_.loads((vsphere_home / "vsphere.json").read_text())["host"]
+                                + f":{json_.loads((vsphere_home / 'vsphere.json').read_text())['port']}")
+    vm = sorted(get_backend().vms(), key=lambda v: v.name)[0]
+    executor = Executor(vsphere_home).start("--backend", "vsphere")
+    made, counts = 0, []
+    try:
+        for count in (10, 100):
+            for i in range(made, count):
+                executor.ok(vm.name, "create", f"su{i}", {"size": "10mb"})
+            made = count
+            executor.stop()
+            executor.start("--backend", "vsphere")  # the first start may index what others left
+            executor.stop()
+            before = vcsim_env.requests_served(url)
+            executor.start("--backend", "vsphere")
+            counts.append(vcsim_env.requests_served(url) - before)
+        assert counts[1] <= counts[0] + 2, counts
+        assert counts[1] <= 16 + 3 * len(get_backend().datastores()), counts
+    finally:
+        for i in range(made):
+            executor.call(vm.name, "remove", f"su{i}")
         executor.stop()
 
 

@@ -50,3 +50,13 @@ def start(binary, mode):
 def stop(process):
     process.terminate()
     process.wait(timeout=30)
+
+
+def requests_served(url):
+    """How many requests the simulator at ``url`` has served (its own count)."""
+    import ssl
+    import urllib.request
+
+    with urllib.request.urlopen(f"https://{url.hostname}:{url.port}/vcsim/requests",
+                                context=ssl._create_unverified_context(), timeout=10) as answer:
+        return int(answer.read())

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
 from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 from .errors import InvalidArgument, VmdkopsError
+from .progress import Progress
 
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
 LEGACY_DEFAULT_URL = "_DEFAULT_URL"
@@ -91,8 +92,9 @@ def row_text(row):
     return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
 
-def import_auth_db(session, backend, path, merge=False, dry_run=False):
-    """Import a legacy auth-db into the open config DB session; the report."""
+def import_auth_db(session, backend, path, merge=False, dry_run=False, progress=None):
+    """Import a legacy auth-db into the open config DB session; the report.
+    ``progress(done, total)`` hears of each row."""
     from sqlalchemy import func, select
 
     from .db.models import Privilege, Vm, VmGroup, Volume
@@ -102,6 +104,8 @@ def import_auth_db(session, backend, path, merge=False, dry_run=False):
     report = Report(version=version)
     for table in TABLES:
         report.read[table] = len(legacy[table])
+    steps = Progress(sum(len(legacy[table]) for table in ("tenants", "vms", "privileges", "volumes")),
+                     progress)
     match = _url_matcher(backend)
 
     existing = session.scalars(select(VmGroup)).all()
@@ -127,6 +131,7 @@ def import_auth_db(session, backend, path, merge=False, dry_run=False):
 
     groups = {}  # legacy tenant id -> VmGroup
     for tenant in legacy["tenants"]:
+        steps.advance()
         group_uuid = remap.get(tenant["id"], tenant["id"])
         name = tenant["name"]
         try:
@@ -153,6 +158,7 @@ def import_auth_db(session, backend, path, merge=False, dry_run=False):
 
     inventory_names = {vm.uuid.lower(): vm.name for vm in backend.vms()}
     for vm in legacy["vms"]:
+        steps.advance()
         group = groups.get(vm["tenant_id"])
         vm_uuid = str(vm["vm_id"] or "").lower()
         if group is None:
@@ -168,6 +174,7 @@ def import_auth_db(session, backend, path, merge=False, dry_run=False):
 
     seen = set()
     for privilege in legacy["privileges"]:
+        steps.advance()
         group = groups.get(privilege["tenant_id"])
         url = privilege["datastore_url"]
         if group is None:
@@ -202,6 +209,7 @@ def import_auth_db(session, backend, path, merge=False, dry_run=False):
 
     indexed = set()
     for volume in legacy["volumes"]:
+        steps.advance()
         group = groups.get(volume["tenant_id"])
         matched = match(volume["datastore_url"])
         key = (volume["tenant_id"], matched, volume["volume_name"])

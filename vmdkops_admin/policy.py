@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from .db.models import Policy, Volume, VmGroup
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from .policy_text import parse_vsan
+from .progress import Progress
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -86,9 +87,10 @@ def active_text(count):
     return f"In use by {count} volumes" if count else "Unused"
 
 
-def update(session, backend, name, content):
+def update(session, backend, name, content, progress=None):
     """New content, applied to each volume that uses the policy. When it
-    applies to none of them the old content stays."""
+    applies to none of them the old content stays. ``progress(done, total)``
+    hears of each volume."""
     policy = get(session, name)
     if policy is None:
         raise NotFound(f"Error: Policy {name} does not exist")
@@ -98,7 +100,9 @@ def update(session, backend, name, content):
     backend.policy_updated(name, content)
     users = _users(session, backend, policy)
     failed = []
+    steps = Progress(len(users), progress)
     for full_name, descriptor in users:
+        steps.advance()
         try:
             if descriptor is None:
                 raise VmdkopsError("its datastore is gone")

@@ -59,6 +59,9 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
     records = []
     if query is not None:
         known = {uuid: name for uuid, name in query("SELECT uuid, name FROM vmgroups")}
+        # VMs of other hosts that share the DB: the names their vmgroups know.
+        for vm_uuid, name in query("SELECT uuid, name FROM vms WHERE name IS NOT NULL"):
+            vm_names.setdefault(vm_uuid.lower(), name)
         # Options and dates are parsed here from their stored text: the
         # options of many volumes are alike, so each distinct text is parsed once.
         rows = query(

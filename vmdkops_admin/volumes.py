@@ -16,7 +16,7 @@ from typing import Optional
 from sqlalchemy import delete, select, update
 
 from . import authorize
-from .backends import Datastore, VirtualMachine
+from .backends import AttachedElsewhere, Datastore, VirtualMachine
 from .db.models import Volume
 from .errors import InvalidArgument, NotFound, VmdkopsError
 from .faults import crashpoint
@@ -308,9 +308,11 @@ class Request:
         meta = self.backend.read_metadata(self.descriptor) or {}
         holder = self.backend.attached_to(self.descriptor)
         if holder and holder[0] != self.vm.uuid:
-            raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to "
-                               f"VM {self._vm_name(holder[0])}")
-        device = self.backend.attach(self.vm, self.descriptor)
+            self._attached_elsewhere(self._vm_name(holder[0], meta))
+        try:
+            device = self.backend.attach(self.vm, self.descriptor)
+        except AttachedElsewhere as exc:
+            self._attached_elsewhere(exc.vm_name)
         crashpoint("attach:device")
         meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
                      "attachedVMName": self.vm.name, "attachedVMDevice": device})
@@ -354,10 +356,18 @@ class Request:
                 reply[key] = vol_opts.get(key, default)
         return reply
 
-    def _vm_name(self, vm_uuid):
-        """The inventory's name of a VM, else its uuid."""
+    def _attached_elsewhere(self, vm_name):
+        raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to VM {vm_name}")
+
+    def _vm_name(self, vm_uuid, meta=None):
+        """The inventory's name of a VM, else the name the side-car gives it
+        (a VM of another host), else its uuid."""
         vm = self.backend.find_vm(vm_uuid)
-        return vm.name if vm else vm_uuid
+        if vm is not None:
+            return vm.name
+        if meta and meta.get("attachedVMUuid") == vm_uuid and meta.get("attachedVMName"):
+            return meta["attachedVMName"]
+        return vm_uuid
 
 
 def detach_disk(backend, session, vm, descriptor, datastore_url, volume):

@@ -3,6 +3,7 @@ exist (and, later, that makes and attaches disks). ``local`` is the embedded
 default; ``vsphere`` talks to ESX or vCenter."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..errors import VmdkopsError
 
@@ -19,6 +20,25 @@ class Datastore:
     url: str
     path: str
     type: str = "local"
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A volume's disk as a datastore listing shows it; ``capacity`` in bytes,
+    None where the listing does not say."""
+    vmgroup_uuid: Optional[str]
+    volume: str
+    descriptor: str
+    capacity: Optional[int]
+
+
+class AttachedElsewhere(VmdkopsError):
+    """An attach lost to another VM that has the disk (found late: another
+    host sharing the datastore attached it first)."""
+
+    def __init__(self, descriptor, vm_name):
+        super().__init__(f"Disk {descriptor} is attached to VM {vm_name}")
+        self.vm_name = vm_name
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,15 @@ class Backend:
 
     def policy_removed(self, name):
         """Forget a policy in the storage layer."""
+
+    def disks(self, datastore):
+        """The ``Disk`` of every volume on a datastore, from one listing."""
+        raise NotImplementedError
+
+    def holders(self):
+        """{descriptor: (vm uuid, device info)} of every attached volume disk,
+        from one query."""
+        raise NotImplementedError
 
     def shared_db_file(self, datastore):
         """The path on this host of the shared SQLite auth DB on ``datastore``

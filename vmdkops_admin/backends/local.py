@@ -17,15 +17,17 @@ from .. import sidecar
 from ..faults import crashpoint
 from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from ..paths import DOCKVOLS, shared_db_path
-from . import Backend, Datastore, Leftover, VirtualMachine, pvscsi, vmdkfile
+from . import AttachedElsewhere, Backend, Datastore, Disk, Leftover, VirtualMachine, pvscsi, vmdkfile
 
 DEFAULT_DATASTORE = "datastore1"
 # Extents, snapshot deltas and change-tracking files sit beside descriptors.
 _NOT_A_VOLUME = re.compile(r"-(flat|delta|ctk|digest|\d{6})\.vmdk$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# An extent (a leftover when its descriptor is missing), or a temporary
-# file of a descriptor, extent or side-car: <volume><suffix>[.<pid>.tmp].
-_LEFTOVER = re.compile(r"^(.+?)(-flat\.vmdk|\.vmdk|\.vmfd)(\.\d+\.tmp)?$")
+# An extent or a claim (leftovers when their descriptor is missing), or a
+# temporary file of a descriptor, extent, side-car or claim:
+# <volume><suffix>[.<pid>.tmp].
+_LEFTOVER = re.compile(r"^(.+?)(-flat\.vmdk|\.vmdk|\.vmfd|\.lck)(\.\d+\.tmp)?$")
+CLAIM_SUFFIX = ".lck"
 
 
 @contextlib.contextmanager
@@ -119,6 +121,7 @@ class LocalBackend(Backend):
         path = os.path.join(self.layout.datastores, DEFAULT_DATASTORE)
         os.makedirs(path, exist_ok=True)
         return {
+            "host": str(uuidlib.uuid4()),
             "datastores": [{"name": DEFAULT_DATASTORE, "path": path, "url": datastore_url_for(path)}],
             "vms": [{"name": socket.gethostname(), "uuid": this_machine_uuid(),
                      "datastore": DEFAULT_DATASTORE}],
@@ -132,6 +135,15 @@ class LocalBackend(Backend):
         self._inventory, self._signature = None, None
 
     # -- the contract ---------------------------------------------------------
+
+    @property
+    def host_id(self):
+        """This installation's identity in the claims it writes on shared datastores."""
+        host = self._load().get("host")
+        if host is None:  # an inventory from before claims
+            with self._edit() as inventory:
+                host = inventory.setdefault("host", str(uuidlib.uuid4()))
+        return host
 
     def datastores(self):
         return [Datastore(d["name"], d["url"], d["path"]) for d in self._load()["datastores"]]
@@ -225,6 +237,30 @@ class LocalBackend(Backend):
                 os.symlink(vmgroup_uuid, os.path.join(dockvols, vmgroup_name))
         return folder
 
+    def disks(self, datastore):
+        found = []
+        for vmgroup_uuid, volume, descriptor in self.volume_files(datastore):
+            try:
+                capacity = vmdkfile.read_extent(descriptor)[0]
+            except (OSError, VmdkopsError):
+                capacity = None
+            # Real paths, as attachments and claims name disks.
+            found.append(Disk(vmgroup_uuid, volume, os.path.realpath(descriptor), capacity))
+        return found
+
+    def holders(self):
+        found = {}
+        for vm_uuid, disks in self._read_attachments().items():  # attached before claims
+            for disk in disks:
+                found[disk["path"]] = (vm_uuid, _device_info(disk))
+        for ds in self.datastores():
+            for claim_file in glob.glob(os.path.join(glob.escape(ds.path), DOCKVOLS, "*", "*" + CLAIM_SUFFIX)):
+                descriptor = os.path.realpath(claim_file[:-len(CLAIM_SUFFIX)] + ".vmdk")
+                claim = read_claim(descriptor)
+                if claim is not None:
+                    found[descriptor] = (claim["vm"], _device_info(claim))
+        return found
+
     def shared_db_file(self, datastore):
         return shared_db_path(datastore.path)
 
@@ -306,7 +342,8 @@ class LocalBackend(Backend):
                 for name in sorted(names):
                     match = _LEFTOVER.match(name)
                     if match is None or not (match.group(3) or (
-                            match.group(2) == vmdkfile.EXTENT_SUFFIX and match.group(1) + ".vmdk" not in names)):
+                            match.group(2) in (vmdkfile.EXTENT_SUFFIX, CLAIM_SUFFIX)
+                            and match.group(1) + ".vmdk" not in names)):
                         continue
                     path = os.path.join(folder, name)
                     leftovers.append(Leftover(ds, match.group(1), path,
@@ -333,9 +370,13 @@ class LocalBackend(Backend):
             return {}
 
     def attached_to(self, descriptor):
-        """(vm uuid, device info) of the VM the disk is attached to, or None."""
+        """(vm uuid, device info) of the VM the disk is attached to, or None:
+        its claim, which every host sharing the datastore sees."""
         path = os.path.realpath(descriptor)
-        for vm_uuid, disks in self._read_attachments().items():
+        claim = read_claim(path)
+        if claim is not None:
+            return claim["vm"], _device_info(claim)
+        for vm_uuid, disks in self._read_attachments().items():  # attached before claims
             for disk in disks:
                 if disk["path"] == path:
                     return vm_uuid, _device_info(disk)
@@ -346,22 +387,36 @@ class LocalBackend(Backend):
         return [disk["path"] for disk in self._read_attachments().get(vm.uuid, [])]
 
     def attachments(self):
-        """(vm uuid, descriptor, whether the device is still there) of every attachment."""
-        return [(vm_uuid, disk["path"], loop_backing_file(disk["device"]) == disk["extent"])
-                for vm_uuid, disks in self._read_attachments().items() for disk in disks]
+        """(vm uuid, descriptor, whether the device is still there) of every
+        attachment of this host; a claim of this host that no attachment
+        records (an attach interrupted after its claim) has no device."""
+        found = [(vm_uuid, disk["path"], loop_backing_file(disk["device"]) == disk["extent"])
+                 for vm_uuid, disks in self._read_attachments().items() for disk in disks]
+        recorded = {path for _, path, _ in found}
+        host = self.host_id
+        for ds in self.datastores():
+            for claim_file in glob.glob(os.path.join(glob.escape(ds.path), DOCKVOLS, "*", "*" + CLAIM_SUFFIX)):
+                descriptor = claim_file[:-len(CLAIM_SUFFIX)] + ".vmdk"
+                claim = read_claim(descriptor)
+                if claim and claim.get("host") == host and os.path.realpath(descriptor) not in recorded:
+                    found.append((claim["vm"], os.path.realpath(descriptor), False))
+        return found
 
     def stray_devices(self):
         """Loop devices on one of our extents that no attachment records (an
-        attach interrupted between losetup and its record)."""
+        attach interrupted between losetup and its record); a device another
+        installation on this machine has claimed is its own."""
         recorded = {disk["device"] for disks in self._read_attachments().values() for disk in disks}
         roots = [os.path.realpath(os.path.join(ds.path, DOCKVOLS)) + os.sep for ds in self.datastores()]
         stray = []
         for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
             device = "/dev/" + backing.split("/")[3]
             extent = loop_backing_file(device)
-            if (device not in recorded and extent and extent.endswith("-flat.vmdk")
+            if (device not in recorded and extent and extent.endswith(vmdkfile.EXTENT_SUFFIX)
                     and any(extent.startswith(root) for root in roots)):
-                stray.append((device, extent))
+                claim = read_claim(extent[:-len(vmdkfile.EXTENT_SUFFIX)] + ".vmdk")
+                if claim is None or claim.get("host") == self.host_id:
+                    stray.append((device, extent))
         return stray
 
     def release_device(self, device, extent):
@@ -378,7 +433,8 @@ class LocalBackend(Backend):
 
     def attach(self, vm, descriptor):
         """Attach to ``vm``: the same VM again gets its existing slot; a disk
-        on another VM is refused before anything changes."""
+        on another VM (of this host or, by its claim, of another host sharing
+        the datastore) is refused, and nothing is left changed."""
         path = os.path.realpath(descriptor)
         _, extent = vmdkfile.read_extent(path)
         with self._attachments() as state:
@@ -387,8 +443,10 @@ class LocalBackend(Backend):
                     if disk["path"] == path:
                         if vm_uuid == vm.uuid:
                             return _device_info(disk)
-                        holder = next((v.name for v in self.vms() if v.uuid == vm_uuid), vm_uuid)
-                        raise VmdkopsError(f"Disk {descriptor} is attached to VM {holder}")
+                        raise AttachedElsewhere(descriptor, self._vm_name(vm_uuid))
+            claim = read_claim(path)
+            if claim is not None:
+                raise AttachedElsewhere(descriptor, claim.get("vmName") or claim["vm"])
             disks = state.setdefault(vm.uuid, [])
             used = {}
             for disk in disks:
@@ -401,8 +459,18 @@ class LocalBackend(Backend):
             crashpoint("attach:losetup")
             disk = {"path": path, "extent": os.path.realpath(extent), "bus": bus, "unit": unit,
                     "device": device}
+            try:
+                _claim(path, dict(disk, vm=vm.uuid, vmName=vm.name, host=self.host_id))
+            except FileExistsError:
+                _release_loop(disk)
+                claim = read_claim(path) or {}
+                raise AttachedElsewhere(descriptor, claim.get("vmName") or claim.get("vm", "?")) from None
+            crashpoint("attach:claim")
             disks.append(disk)
             return _device_info(disk)
+
+    def _vm_name(self, vm_uuid):
+        return next((v.name for v in self.vms() if v.uuid == vm_uuid), vm_uuid)
 
     def detach(self, vm, descriptor):
         """Detach from ``vm``; a disk the VM does not have is not an error."""
@@ -415,6 +483,38 @@ class LocalBackend(Backend):
                     disks.remove(disk)
             if not disks:
                 state.pop(vm.uuid, None)
+            claim = read_claim(path)
+            if claim is not None and claim["vm"] == vm.uuid:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path[:-len(".vmdk")] + CLAIM_SUFFIX)
+
+
+def read_claim(descriptor):
+    """The claim of an attached disk: which VM of which host has it, on which
+    slot and device. It lives beside the disk, so every host that shares
+    the datastore sees it (as ESX hosts see each other's disk locks)."""
+    try:
+        with open(descriptor[:-len(".vmdk")] + CLAIM_SUFFIX) as f:
+            claim = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return claim if isinstance(claim, dict) and isinstance(claim.get("vm"), str) else None
+
+
+def _claim(descriptor, claim):
+    """Write a whole claim, or ``FileExistsError`` if the disk has one: the
+    first of two hosts attaching at once wins."""
+    target = descriptor[:-len(".vmdk")] + CLAIM_SUFFIX
+    tmp = vmdkfile.temporary_name(target)
+    with open(tmp, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        json.dump(claim, f)
+        f.flush()
+        os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+        finally:
+            os.unlink(tmp)
 
 
 def _device_info(disk):

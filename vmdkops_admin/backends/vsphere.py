@@ -20,7 +20,7 @@ import time
 import urllib.parse
 
 from ..errors import NotFound, VmdkopsError
-from . import Backend, Datastore, VirtualMachine, pvscsi
+from . import Backend, Datastore, Disk, VirtualMachine, pvscsi
 
 log = logging.getLogger("vmdkops.vsphere")
 
@@ -564,12 +564,18 @@ class VsphereBackend(Backend):
         name, path = split_path(descriptor)
         return self.datastore_by_name(name), path.rpartition("/")[2][:-len(".vmdk")]
 
-    def volume_files(self, datastore):
+    def disks(self, datastore):
         root = f"[{datastore.name}] dockvols"
-        for descriptor in sorted(self._listing(datastore.name, fresh=True)):
+        found = []
+        for descriptor, (capacity, _) in sorted(self._listing(datastore.name, fresh=True).items()):
             folder, _, name = descriptor.rpartition("/")
             vmgroup_uuid = None if folder == root else folder[len(root) + 1:].split("/")[0]
-            yield vmgroup_uuid, name[:-len(".vmdk")], descriptor
+            found.append(Disk(vmgroup_uuid, name[:-len(".vmdk")], descriptor, capacity))
+        return found
+
+    def volume_files(self, datastore):
+        for disk in self.disks(datastore):
+            yield disk.vmgroup_uuid, disk.volume, disk.descriptor
 
     # -- attach and detach: ReconfigVM_Task on ParaVirtual SCSI controllers ---------------------
 
@@ -634,6 +640,12 @@ class VsphereBackend(Backend):
         return [(vm_uuid, device.backing.fileName, True)
                 for vm_uuid, device, _, _ in self._disks_of_all_vms()
                 if "] dockvols/" in getattr(device.backing, "fileName", "")]
+
+    @_retried
+    def holders(self):
+        return {device.backing.fileName: (vm_uuid, self._reply(device, controller, extra))
+                for vm_uuid, device, controller, extra in self._disks_of_all_vms()
+                if "] dockvols/" in getattr(device.backing, "fileName", "")}
 
     def stray_devices(self):
         return []

@@ -86,9 +86,10 @@ def register(cli):
     def import_(path, dry_run, merge, output_format):
         from .. import config as lib
         from ..legacy import import_auth_db
+        from .render import progress_bar
 
         def run(session):
-            report = import_auth_db(session, backend(), path, merge, dry_run)
+            report = import_auth_db(session, backend(), path, merge, dry_run, progress_bar("Importing"))
             if dry_run:
                 session.rollback()
             return report

@@ -56,5 +56,6 @@ def register(cli):
     @with_db
     def update(session, name, content):
         from .. import policy as lib
+        from .render import progress_bar
 
-        emit_message(lib.update(session, backend(), name, content))
+        emit_message(lib.update(session, backend(), name, content, progress_bar("Updating volumes")))

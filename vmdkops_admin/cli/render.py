@@ -44,6 +44,26 @@ def output_format(ctx=None):
     return "table"
 
 
+def progress_bar(label):
+    """A ``report(done, total)`` that draws click's progress bar on stderr,
+    or None where no one watches a bar: stderr is not a terminal (pipes,
+    cron) or the output is for programs (JSON, CSV, XML)."""
+    import sys
+
+    if output_format() != "table" or not sys.stderr.isatty():
+        return None
+    bar = None
+
+    def report(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.render_finish()
+    return report
+
+
 def emit_message(lines):
     """Print a command's success text (one or more lines)."""
     text = "\n".join(lines) if isinstance(lines, (list, tuple)) else lines

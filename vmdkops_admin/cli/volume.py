@@ -100,7 +100,9 @@ def register(cli):
         from ..reconcile import reconcile as run
         from .render import output_format as chosen_format
 
-        findings = with_db(run, optional=True)(backend(), dry_run, adopt)
+        from .render import progress_bar
+
+        findings = with_db(run, optional=True)(backend(), dry_run, adopt, progress_bar("Reconciling"))
         if not findings and chosen_format() == "table":
             emit_message("Index, metadata, disks and attachments agree.")
             return
