@@ -1,7 +1,8 @@
-"""The plugin's configuration: the JSON file (``/etc/vsphere-storage-for-docker.conf``,
-keys matched ignoring case as the original did), then the environment, then
-the command line, each overriding the one before. Unknown keys are warned
-about, never silently ignored."""
+"""The plugins' configuration: the JSON file (keys matched ignoring case as
+the original did), then the environment, then the command line, each
+overriding the one before. Unknown keys are warned about, never silently
+ignored. ``Config`` is the vsphere plugin's, ``VfileConfig`` the vfile
+plugin's; both share the common keys and the way they are read."""
 
 import argparse
 import json
@@ -9,21 +10,54 @@ import logging
 import os
 from dataclasses import dataclass, field, fields
 
-DEFAULT_CONFIG = "/etc/vsphere-storage-for-docker.conf"
 log = logging.getLogger("vmdkops.plugin")
+LOG_LEVELS = ("panic", "fatal", "error", "warn", "warning", "info", "debug")
 
 
 @dataclass
-class Config:
-    Driver: str = "vsphere"
-    LogPath: str = "/var/log/vsphere-storage-for-docker.log"
+class Settings:
+    """What every plugin has: its driver name, socket, mounts, log and Docker."""
+    Driver: str = ""
+    LogPath: str = ""
     MaxLogSizeMb: int = 10
     MaxLogFiles: int = 10
     MaxLogAgeDays: int = 28  # accepted for compatibility; rotation is by size
     LogLevel: str = "info"
     GroupID: str = "root"
-    # Where the plugin's socket and mounts live (one plugin per Docker host).
-    SocketDir: str = "/run/docker/plugins"
+    SocketDir: str = "/run/docker/plugins"  # where Docker looks for plugin sockets
+    MountRoot: str = ""
+    DockerSocket: str = "/var/run/docker.sock"
+    warnings: list = field(default_factory=list, repr=False)
+
+    PROGRAM = ""
+    DEFAULT_CONFIG = ""
+    DESCRIPTION = ""
+    ENVIRONMENT = {"VDVS_LOG_LEVEL": "LogLevel", "VDVS_SOCKET_GID": "GroupID"}
+    # flag -> (key, help)
+    FLAGS = {"driver": ("Driver", "driver name: the socket is <socket dir>/<driver>.sock"),
+             "group": ("GroupID", "group (name or gid) owning the socket (root)"),
+             "log_level": ("LogLevel", "panic, fatal, error, warn, info or debug (info)"),
+             "log_path": ("LogPath", "log file"),
+             "mount_root": ("MountRoot", "where volumes are mounted"),
+             "socket_dir": ("SocketDir", "where Docker looks for plugin sockets (/run/docker/plugins)"),
+             "docker_socket": ("DockerSocket", "Docker's API socket (/var/run/docker.sock)")}
+    # Keys of the original that this plugin accepts and does not use.
+    IGNORED = ("target", "project", "host")
+
+    @property
+    def socket_path(self):
+        return os.path.join(self.SocketDir, f"{self.Driver}.sock")
+
+    def check(self):
+        if self.LogLevel.lower() not in LOG_LEVELS:
+            raise ConfigError(f'Failed to parse log level: not a valid level: "{self.LogLevel}"')
+
+
+@dataclass
+class Config(Settings):
+    """The vsphere plugin (``vsphere-storage-for-docker``)."""
+    Driver: str = "vsphere"
+    LogPath: str = "/var/log/vsphere-storage-for-docker.log"
     MountRoot: str = "/mnt/vmdk"
     # How to reach the executor and who this VM is.
     ExecutorSocket: str = "/var/lib/vmdkops/run/vmdk-opsd.sock"
@@ -32,29 +66,93 @@ class Config:
     ExecutorVsockPort: int = 0       # 0: not used
     CredentialFile: str = "/var/lib/vmdkops/local-vm.credential"
     Devices: str = "local"           # local | esx: how attached disks are found
-    DockerSocket: str = "/var/run/docker.sock"
-    warnings: list = field(default_factory=list, repr=False)
 
-    @property
-    def socket_path(self):
-        return os.path.join(self.SocketDir, f"{self.Driver}.sock")
+    PROGRAM = "vsphere-storage-for-docker"
+    DEFAULT_CONFIG = "/etc/vsphere-storage-for-docker.conf"
+    DESCRIPTION = ("The vSphere Docker volume plugin: serves Docker's volume plugin protocol on a unix "
+                   "socket and asks vmdk-opsd for the disks.")
+    ENVIRONMENT = dict(Settings.ENVIRONMENT, VMDKOPS_EXECUTOR_SOCKET="ExecutorSocket",
+                       VMDKOPS_CREDENTIAL_FILE="CredentialFile")
+    FLAGS = dict(Settings.FLAGS,
+                 executor_socket=("ExecutorSocket", "vmdk-opsd's unix socket"),
+                 executor_tcp=("ExecutorTcp", "vmdk-opsd's TCP address host:port (TLS)"),
+                 credential_file=("CredentialFile", "file holding this VM's credential"),
+                 devices=("Devices", "how attached disks are found: local or esx (local)"))
+    IGNORED = Settings.IGNORED + ("internaldriver",)
+
+    def check(self):
+        super().check()
+        if self.Driver == "vmdk":
+            self.warnings.append('Using deprecated "vmdk" driver, use "vsphere" driver instead - continuing...')
+            self.Driver = "vsphere"
+        if self.Devices not in ("local", "esx"):
+            raise ConfigError(f"Devices must be 'local' or 'esx', not {self.Devices!r}")
 
 
-KEYS = {f.name.lower(): f for f in fields(Config) if f.name != "warnings"}
-ENVIRONMENT = {"VDVS_LOG_LEVEL": "LogLevel", "VDVS_SOCKET_GID": "GroupID",
-               "VMDKOPS_EXECUTOR_SOCKET": "ExecutorSocket", "VMDKOPS_CREDENTIAL_FILE": "CredentialFile"}
-FLAGS = {"driver": "Driver", "group": "GroupID", "log_level": "LogLevel", "mount_root": "MountRoot",
-         "socket_dir": "SocketDir", "executor_socket": "ExecutorSocket",
-         "executor_tcp": "ExecutorTcp", "credential_file": "CredentialFile", "devices": "Devices",
-         "docker_socket": "DockerSocket", "log_path": "LogPath"}
+@dataclass
+class VfileConfig(Settings):
+    """The vfile plugin (``vfile``): shared volumes over etcd and Samba."""
+    Driver: str = "vfile"
+    LogPath: str = "/var/log/vfile.log"
+    MountRoot: str = "/mnt/vfile"
+    InternalDriver: str = "vsphere"  # the driver of the base volumes _vF_<name>
+    EtcdEndpoints: str = ""          # host:port,...: an existing cluster; empty: run etcd here
+    EtcdClientPort: int = 2379
+    EtcdPeerPort: int = 2380
+    MountMethod: str = "cifs"        # cifs | smbnetfs
+    ServiceTimeout: int = 45         # seconds a file server may take to start or stop
+    StateDir: str = "/var/lib/vfile"  # etcd's data, the SMB clients' settings
+    SambaImage: str = ""             # the file server image (default: vmdkops/vfile-smb:<version>)
+    SambaImageTar: str = "/usr/lib/vmdkops/vfile-smb.tar"  # loaded where the image is missing
+    EtcdBinary: str = "/usr/bin/etcd"
+
+    PROGRAM = "vfile"
+    DEFAULT_CONFIG = "/etc/vfile.conf"
+    DESCRIPTION = ("The vfile Docker volume plugin (vSphere Shared Storage for Docker): volumes that "
+                   "containers on many Docker Swarm nodes mount at once, kept in etcd and served by "
+                   "a Samba file server running as a swarm service over a base volume of the "
+                   "internal driver.")
+    ENVIRONMENT = dict(Settings.ENVIRONMENT, VFILE_ETCD_CLIENT_PORT="EtcdClientPort",
+                       VFILE_ETCD_PEER_PORT="EtcdPeerPort", VFILE_TIMEOUT_IN_SECOND="ServiceTimeout",
+                       VFILE_ETCD_ENDPOINTS="EtcdEndpoints")
+    FLAGS = dict(Settings.FLAGS,
+                 InternalDriver=("InternalDriver", "driver of the base volumes (vsphere)"),
+                 etcd_endpoints=("EtcdEndpoints", "host:port,... of an existing etcd cluster "
+                                                  "(default: run etcd on the swarm managers)"),
+                 etcd_client_port=("EtcdClientPort", "etcd's client port on the managers (2379)"),
+                 etcd_peer_port=("EtcdPeerPort", "etcd's peer port on the managers (2380)"),
+                 mount_method=("MountMethod", "how nodes mount a share: cifs (mount -t cifs) or "
+                                              "smbnetfs (FUSE) (cifs)"),
+                 service_timeout=("ServiceTimeout", "seconds a file server may take to start (45)"),
+                 state_dir=("StateDir", "etcd's data and the SMB clients' settings (/var/lib/vfile)"),
+                 samba_image=("SambaImage", "the file server's image (vmdkops/vfile-smb:<version>)"),
+                 samba_image_tar=("SambaImageTar", "the image's tarball, loaded where it is missing"),
+                 etcd_binary=("EtcdBinary", "the etcd program (/usr/bin/etcd)"))
+
+    def check(self):
+        super().check()
+        if self.Driver != "vfile":
+            raise ConfigError(f"Unknown driver or invalid/missing driver options, exiting - {self.Driver}")
+        if self.MountMethod not in ("cifs", "smbnetfs"):
+            raise ConfigError(f"MountMethod must be 'cifs' or 'smbnetfs', not {self.MountMethod!r}")
+        if self.ServiceTimeout <= 0:
+            raise ConfigError(f"ServiceTimeout must be a positive number of seconds, not {self.ServiceTimeout}")
+        if not self.SambaImage:
+            from . import __version__
+
+            self.SambaImage = f"vmdkops/vfile-smb:{__version__}"
 
 
 class ConfigError(Exception):
     pass
 
 
+def _keys(kind):
+    return {f.name.lower(): f for f in fields(kind) if f.name != "warnings"}
+
+
 def _set(config, key, value, source):
-    spec = KEYS[key.lower()]
+    spec = _keys(type(config))[key.lower()]
     if spec.type in (int, "int"):
         try:
             value = int(value)
@@ -65,10 +163,10 @@ def _set(config, key, value, source):
     setattr(config, spec.name, value)
 
 
-def load(path, environ=None, flags=None):
-    """The configuration from the file at ``path`` (a missing file means the
-    defaults), the environment and the parsed flags."""
-    config = Config()
+def load(path, environ=None, flags=None, kind=Config):
+    """The configuration of a ``kind`` of plugin from the file at ``path`` (a
+    missing file means the defaults), the environment and the parsed flags."""
+    config = kind()
     environ = os.environ if environ is None else environ
     try:
         with open(path) as f:
@@ -80,43 +178,33 @@ def load(path, environ=None, flags=None):
         raise ConfigError(f"Failed to load config file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Failed to load config file {path}: not a JSON object")
+    keys = _keys(kind)
     for key, value in data.items():
-        if key.lower() in KEYS:
+        if key.lower() in keys:
             _set(config, key, value, path)
-        elif key.lower() not in ("target", "project", "host", "internaldriver"):
+        elif key.lower() not in kind.IGNORED:
             config.warnings.append(f"Unknown key {key!r} in {path} is ignored")
-    for variable, key in ENVIRONMENT.items():
+    for variable, key in kind.ENVIRONMENT.items():
         if environ.get(variable):
             _set(config, key, environ[variable], variable)
-    for flag, key in FLAGS.items():
+    for flag, (key, _) in kind.FLAGS.items():
         value = getattr(flags, flag, None) if flags is not None else None
         if value is not None:
             _set(config, key, value, f"--{flag}")
-    if config.Driver == "vmdk":
-        config.warnings.append('Using deprecated "vmdk" driver, use "vsphere" driver instead - continuing...')
-        config.Driver = "vsphere"
-    if config.LogLevel.lower() not in ("panic", "fatal", "error", "warn", "warning", "info", "debug"):
-        raise ConfigError(f'Failed to parse log level: not a valid level: "{config.LogLevel}"')
-    if config.Devices not in ("local", "esx"):
-        raise ConfigError(f"Devices must be 'local' or 'esx', not {config.Devices!r}")
+    config.check()
     return config
 
 
-def parser():
+def parser(kind=Config):
     p = argparse.ArgumentParser(
-        prog="vsphere-storage-for-docker",
-        description="The vSphere Docker volume plugin: serves Docker's volume plugin protocol "
-                    "on a unix socket and asks vmdk-opsd for the disks.")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
-    p.add_argument("--driver", help="driver name: the socket is <socket dir>/<driver>.sock (vsphere)")
-    p.add_argument("--group", help="group (name or gid) owning the socket (root)")
-    p.add_argument("--log_level", help="panic, fatal, error, warn, info or debug (info)")
-    p.add_argument("--log_path", help="log file")
-    p.add_argument("--mount_root", help="where volumes are mounted (/mnt/vmdk)")
-    p.add_argument("--socket_dir", help="where Docker looks for plugin sockets (/run/docker/plugins)")
-    p.add_argument("--executor_socket", help="vmdk-opsd's unix socket")
-    p.add_argument("--executor_tcp", help="vmdk-opsd's TCP address host:port (TLS)")
-    p.add_argument("--credential_file", help="file holding this VM's credential")
-    p.add_argument("--devices", help="how attached disks are found: local or esx (local)")
-    p.add_argument("--docker_socket", help="Docker's API socket, for recovery (/var/run/docker.sock)")
+        prog=kind.PROGRAM, description=kind.DESCRIPTION,
+        epilog=f"Settings come from the JSON file {kind.DEFAULT_CONFIG} (keys: "
+               f"{', '.join(f.name for f in fields(kind) if f.name != 'warnings')}), then the "
+               f"environment ({', '.join(kind.ENVIRONMENT)}), then these options.")
+    p.add_argument("--config", default=kind.DEFAULT_CONFIG, help=f"config file (default {kind.DEFAULT_CONFIG})")
+    defaults = kind()
+    for flag, (key, text) in kind.FLAGS.items():
+        default = getattr(defaults, key)
+        shown = f" (default {default})" if default not in ("", None) and "(" not in text else ""
+        p.add_argument(f"--{flag}", help=text + shown)
     return p

@@ -1,4 +1,6 @@
-"""``vsphere-storage-for-docker``: the Docker volume plugin process."""
+"""The plugin processes: ``vsphere-storage-for-docker`` and ``vfile``. Both
+read their settings, log to a rotating file, bind their socket before
+anything slow, serve Docker until SIGTERM or SIGINT and remove the socket."""
 
 import logging
 import logging.handlers
@@ -22,34 +24,32 @@ def setup_logging(config):
     root.setLevel(level)
 
 
-def main(argv=None):
-    from .client import Client
-    from .devices import EsxDevices, LocalDevices
-    from .driver import Driver
+def run(kind, make_driver, started, argv=None):
+    """Serve the driver ``make_driver(config)`` of a ``kind`` of plugin;
+    ``started(driver)`` runs in the background once the socket is bound
+    (recovery, and for vfile the connection to etcd)."""
     from .server import serve
 
-    args = configuration.parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = configuration.parser(kind).parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        config = configuration.load(args.config, flags=args)
+        config = configuration.load(args.config, flags=args, kind=kind)
     except configuration.ConfigError as exc:
-        print(f"vsphere-storage-for-docker: {exc}", file=sys.stderr)
+        print(f"{kind.PROGRAM}: {exc}", file=sys.stderr)
         return 1
     setup_logging(config)
     log = logging.getLogger("vmdkops.plugin")
     for warning in config.warnings:
         log.warning(warning)
         if warning.startswith("Unknown key"):
-            print(f"vsphere-storage-for-docker: warning: {warning}", file=sys.stderr)
+            print(f"{kind.PROGRAM}: warning: {warning}", file=sys.stderr)
     log.info("Starting plugin driver=%s log_level=%s config=%s group=%s", config.Driver,
              config.LogLevel, args.config, config.GroupID)
-
-    driver = Driver(config, Client(config), EsxDevices() if config.Devices == "esx" else LocalDevices())
+    driver = make_driver(config)
     try:
         server = serve(driver, config.socket_path, config.GroupID)
     except (OSError, ValueError) as exc:
         log.error("cannot listen on %s: %s", config.socket_path, exc)
-        print(f"vsphere-storage-for-docker: cannot listen on {config.socket_path}: {exc}",
-              file=sys.stderr)
+        print(f"{kind.PROGRAM}: cannot listen on {config.socket_path}: {exc}", file=sys.stderr)
         return 1
 
     def stop(signum, _frame):
@@ -58,16 +58,49 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.Thread(target=driver.recover, name="recovery", daemon=True).start()
-    log.info("Docker VMDK plugin started socket=%s mount_root=%s", config.socket_path, config.MountRoot)
+    threading.Thread(target=started, args=(driver,), name="start-up", daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
         if os.path.lexists(config.socket_path):
             os.unlink(config.socket_path)
+        stopping = getattr(driver, "stop", None)
+        if stopping is not None:
+            stopping()
         log.info("Plugin stopped")
     return 0
+
+
+def main(argv=None):
+    """``vsphere-storage-for-docker``."""
+    from .client import Client
+    from .devices import EsxDevices, LocalDevices
+    from .driver import Driver
+
+    def make(config):
+        return Driver(config, Client(config), EsxDevices() if config.Devices == "esx" else LocalDevices())
+
+    def started(driver):
+        logging.getLogger("vmdkops.plugin").info(
+            "Docker VMDK plugin started socket=%s mount_root=%s", driver.config.socket_path,
+            driver.config.MountRoot)
+        driver.recover()
+
+    return run(configuration.Config, make, started, argv)
+
+
+def vfile_main(argv=None):
+    """``vfile``."""
+    from .vfile.driver import VfileDriver
+
+    def started(driver):
+        logging.getLogger("vmdkops.plugin").info(
+            "VSSD plugin started version=vSphere Shared Storage for Docker Driver socket=%s",
+            driver.config.socket_path)
+        driver.start()
+
+    return run(configuration.VfileConfig, VfileDriver, started, argv)
 
 
 if __name__ == "__main__":

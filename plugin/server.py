@@ -10,14 +10,8 @@ import logging
 import os
 import socketserver
 
-from .client import ExecutorError
-from .devices import DeviceNotFound
-from .driver import DriverError
-from .fs import FsError
-
 log = logging.getLogger("vmdkops.plugin")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
-USER_ERRORS = (DriverError, ExecutorError, DeviceNotFound, FsError)
 
 
 def _empty():
@@ -60,7 +54,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         response = _empty()
         try:
             handler(self.driver, request, response)
-        except USER_ERRORS as exc:
+        except self.driver.ERRORS as exc:
             response["Err"] = str(exc)
         except Exception as exc:  # noqa: BLE001 - Docker gets an error, the plugin goes on
             log.exception("internal error on %s", self.path)

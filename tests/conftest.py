@@ -267,3 +267,42 @@ def vcsim_backend(vcsim_servers, tmp_path):
             "password_file": str(tmp_path / "password"), "insecure": True}))
         return VsphereBackend(load_settings(str(tmp_path / "vsphere.json")))
     return make
+
+
+# -- a Docker Swarm for the shared volumes ------------------------------------------------
+
+@pytest.fixture(scope="session")
+def samba_image(tmp_path_factory):
+    """The file server image's tarball, built by the project's script."""
+    from swarm_env import build_samba_image
+
+    if not os.path.exists("/usr/sbin/smbd"):
+        missing("Samba (Debian package samba; scripts/test.sh installs it)")
+    return build_samba_image(str(tmp_path_factory.mktemp("samba") / "vfile-smb.tar"))
+
+
+@pytest.fixture(scope="session")
+def swarm(tmp_path_factory, samba_image, busybox_dir):
+    """Three nodes (node1 the manager, node2 and node3 workers) of one swarm,
+    each a VM (VM1-VM3) of a vmdk-opsd on the local backend with a config DB,
+    each with the vsphere and vfile plugins (smbnetfs mounts). One for the
+    whole test session: each test removes what it made."""
+    from executor import require_root_and_loops
+
+    require_root_and_loops()
+    for program, part in (("dockerd", "dockerd (Debian package docker.io)"),
+                          ("etcd", "etcd (Debian package etcd-server)"),
+                          ("etcdctl", "etcdctl (Debian package etcd-client)"),
+                          ("smbnetfs", "smbnetfs (Debian packages smbnetfs and fuse3)"),
+                          ("nsenter", "nsenter (util-linux)"), ("ip", "ip (iproute2)")):
+        if shutil.which(program) is None:
+            missing(part)
+    if not os.path.exists("/dev/fuse"):
+        missing("FUSE (/dev/fuse)")
+    from swarm_env import start_swarm, stop_swarm
+
+    running = start_swarm(str(tmp_path_factory.mktemp("swarm")), samba_image, busybox_dir)
+    try:
+        yield running
+    finally:
+        stop_swarm(running)

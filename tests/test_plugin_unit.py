@@ -19,7 +19,9 @@ def test_plugin_imports_only_the_standard_library():
     code = ("import sys\n"
             "before = set(sys.modules)\n"
             "import plugin.main, plugin.server, plugin.driver, plugin.client, plugin.fs\n"
-            "import plugin.devices, plugin.docker_api, plugin.config, plugin.protocol\n"
+            "import plugin.devices, plugin.docker_api, plugin.config, plugin.protocol, plugin.refcount\n"
+            "import plugin.vfile.driver, plugin.vfile.etcd, plugin.vfile.cluster, plugin.vfile.smb\n"
+            "import plugin.vfile.fileserver\n"
             "added = {m.split('.')[0] for m in set(sys.modules) - before}\n"
             "print(sorted(added - set(sys.stdlib_module_names) - {'plugin'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -114,3 +116,46 @@ def test_proc_mounts_parsing(tmp_path):
                     "/dev/loop5 /mnt/vmdk/deeper/v2 ext4 rw 0 0\n"
                     "/dev/sda1 / ext4 rw 0 0\n")
     assert mounted("/mnt/vmdk/", str(proc)) == {"v1@DS1": "/dev/loop3", "with space@DS1": "/dev/loop4"}
+
+
+def test_vfile_config(tmp_path):
+    path = tmp_path / "vfile.conf"
+    path.write_text(json.dumps({"InternalDriver": "other", "mountmethod": "smbnetfs", "EtcdEndpoints": "a:1"}))
+    flags = configuration.parser(configuration.VfileConfig).parse_args(["--service_timeout", "90"])
+    config = configuration.load(str(path), environ={"VFILE_ETCD_CLIENT_PORT": "4001", "VFILE_TIMEOUT_IN_SECOND": "60"},
+                                flags=flags, kind=configuration.VfileConfig)
+    assert (config.Driver, config.InternalDriver, config.MountMethod, config.EtcdEndpoints, config.EtcdClientPort,
+            config.EtcdPeerPort, config.ServiceTimeout, config.MountRoot, config.LogPath) == (
+        "vfile", "other", "smbnetfs", "a:1", 4001, 2380, 90, "/mnt/vfile", "/var/log/vfile.log")
+    assert config.socket_path == "/run/docker/plugins/vfile.sock"
+    from plugin import __version__
+    assert config.SambaImage == f"vmdkops/vfile-smb:{__version__}"
+    defaults = configuration.load(str(tmp_path / "none"), environ={}, kind=configuration.VfileConfig)
+    assert (defaults.InternalDriver, defaults.MountMethod, defaults.ServiceTimeout) == ("vsphere", "cifs", 45)
+    for bad, message in (({"MountMethod": "nfs"}, "MountMethod must be 'cifs' or 'smbnetfs'"),
+                         ({"Driver": "vsphere"}, "Unknown driver or invalid/missing driver options, exiting - vsphere"),
+                         ({"ServiceTimeout": 0}, "ServiceTimeout must be a positive number")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(configuration.ConfigError, match=message):
+            configuration.load(str(path), environ={}, kind=configuration.VfileConfig)
+
+
+def test_both_programs_document_every_setting():
+    for program, keys in (("vfile", ["InternalDriver", "EtcdEndpoints", "EtcdClientPort", "EtcdPeerPort",
+                                     "MountMethod", "ServiceTimeout", "DockerSocket", "LogPath",
+                                     "VFILE_TIMEOUT_IN_SECOND", "VFILE_ETCD_CLIENT_PORT", "--etcd_endpoints",
+                                     "--mount_method", "--InternalDriver", "/etc/vfile.conf"]),
+                          ("vsphere-storage-for-docker", ["ExecutorSocket", "CredentialFile", "--executor_socket",
+                                                          "/etc/vsphere-storage-for-docker.conf"])):
+        script = os.path.join(os.path.dirname(sys.executable), program)
+        out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        assert all(key in text for key in keys), [key for key in keys if key not in text]
+
+
+def test_the_plugins_and_the_admin_tools_are_one_release():
+    from plugin import __version__ as plugin_version
+    from vmdkops_admin import __version__
+
+    assert plugin_version == __version__

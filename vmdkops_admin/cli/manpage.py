@@ -112,8 +112,22 @@ def _main_page(cli):
     return "\n".join(lines) + "\n"
 
 
+def _executor_parser():
+    from ..executor.main import build_parser
+
+    return build_parser()
+
+
+def _plugin_parser(kind):
+    def parser():
+        from plugin import config
+
+        return config.parser(getattr(config, kind))
+    return parser
+
+
 SERVICES = {
-    "vmdk-opsd": ("the vmdkops executor", "vmdkops_admin.executor.main",
+    "vmdk-opsd": ("the vmdkops executor", _executor_parser,
                   "It runs in the foreground (for systemd), writes its pid to "
                   "$VMDKOPS_HOME/run/vmdk-opsd.pid and its listeners to "
                   "$VMDKOPS_HOME/run/vmdk-opsd.json, logs to $VMDKOPS_HOME/log/vmdk_ops.log "
@@ -121,27 +135,29 @@ SERVICES = {
                   "when it starts, and on SIGTERM finishes the requests in flight and declines "
                   "new ones before it exits."),
     "vsphere-storage-for-docker": (
-        "the Docker volume plugin", "plugin.config",
-        "Settings come from the JSON config file (keys as in the original: Driver, LogPath, "
-        "MaxLogSizeMb, MaxLogFiles, LogLevel, GroupID; and MountRoot, SocketDir, ExecutorSocket, "
-        "ExecutorTcp, ExecutorCaFile, CredentialFile, Devices, DockerSocket), then the "
-        "environment (VDVS_LOG_LEVEL, VDVS_SOCKET_GID), then these options. Unknown keys are "
-        "warned about. Volumes are mounted at MountRoot/vol@datastore. After a restart the "
-        "plugin rebuilds its mount counts from Docker and /proc/mounts before it removes, "
-        "mounts or unmounts anything."),
+        "the Docker volume plugin", _plugin_parser("Config"),
+        "Unknown keys are warned about. Volumes are mounted at MountRoot/vol@datastore. After a "
+        "restart the plugin rebuilds its mount counts from Docker and /proc/mounts before it "
+        "removes, mounts or unmounts anything."),
+    "vfile": (
+        "the shared-volume Docker plugin", _plugin_parser("VfileConfig"),
+        "Each volume <v> is a base volume _vF_<v> of the internal driver, served over SMB by the "
+        "swarm service vFileServer<v> while any node mounts it, and mounted at MountRoot/<v>. Its "
+        "state lives in etcd: the plugins of the swarm managers run etcd from EtcdBinary unless "
+        "EtcdEndpoints names a cluster. After a restart the plugin rebuilds its mount counts "
+        "from Docker and /proc/mounts."),
 }
 
 
 def _service_page(name):
     """The page of a service from its own argument parser."""
-    import importlib
-
-    summary, module, details = SERVICES[name]
-    module = importlib.import_module(module)
-    parser = module.build_parser() if hasattr(module, "build_parser") else module.parser()
+    summary, parser, details = SERVICES[name]
+    parser = parser()
     lines = _header(name, summary)
     lines += [".SH SYNOPSIS", f"\\fB{_escape(name)}\\fR [\\fIOPTIONS\\fR]", ".SH DESCRIPTION",
-              _paragraphs(parser.description), _paragraphs(details), ".SH OPTIONS"]
+              _paragraphs(parser.description), _paragraphs(details)]
+    lines += [_paragraphs(parser.epilog)] if parser.epilog else []
+    lines += [".SH OPTIONS"]
     for action in parser._actions:
         if not action.option_strings:
             continue

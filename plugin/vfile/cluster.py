@@ -1,0 +1,190 @@
+"""This node in the swarm, and the etcd cluster the vfile plugins keep their
+state in (spec plugin §4.2). With ``EtcdEndpoints`` set, that existing
+cluster is used as it is. Otherwise etcd runs on the swarm managers, started
+by their plugins from Debian's ``etcd``: the leader's plugin starts a
+one-member cluster, other managers join it (a stale member of the same peer
+address is replaced), a restarted manager rejoins with its data, and
+workers are clients of the managers."""
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+
+from ..docker_api import quote
+from .etcd import Etcd, EtcdError
+
+log = logging.getLogger("vmdkops.plugin")
+CLUSTER_TOKEN = "vfile-etcd-cluster"
+INFO_TTL = 5.0
+
+
+class NotReady(Exception):
+    pass
+
+
+class Cluster:
+    def __init__(self, config, docker):
+        self.config = config
+        self.docker = docker
+        self.process = None
+        self._info, self._info_time = None, 0.0
+        self.data_dir = os.path.join(config.StateDir, "etcd-data")
+
+    # -- the swarm -----------------------------------------------------------------------
+
+    def swarm(self, fresh=False):
+        """Docker's ``Swarm`` info of this node (kept INFO_TTL seconds)."""
+        if fresh or self._info is None or time.monotonic() - self._info_time > INFO_TTL:
+            swarm = self.docker.get("/info").get("Swarm") or {}
+            if swarm.get("LocalNodeState") != "active":
+                raise NotReady(f"Swarm node state is not active, local node state: "
+                               f"{swarm.get('LocalNodeState') or 'inactive'}")
+            self._info, self._info_time = swarm, time.monotonic()
+        return self._info
+
+    @property
+    def node_id(self):
+        return self.swarm()["NodeID"]
+
+    @property
+    def address(self):
+        return self.swarm()["NodeAddr"]
+
+    def is_manager(self, fresh=False):
+        return bool(self.swarm(fresh).get("ControlAvailable"))
+
+    def endpoints(self):
+        """Where etcd answers: the configured cluster, else the managers' client ports."""
+        if self.config.EtcdEndpoints:
+            return [e.strip() for e in self.config.EtcdEndpoints.split(",") if e.strip()]
+        port = self.config.EtcdClientPort
+        swarm = self.swarm()
+        managers = [m["Addr"].rpartition(":")[0] for m in swarm.get("RemoteManagers") or []]
+        if swarm.get("ControlAvailable"):  # our own member first
+            managers = [swarm["NodeAddr"]] + [m for m in managers if m != swarm["NodeAddr"]]
+        return [f"{address}:{port}" for address in managers]
+
+    def etcd(self):
+        return Etcd(self.endpoints)
+
+    # -- running etcd on a manager --------------------------------------------------------
+
+    def start(self):
+        """Make sure etcd is reachable; start or join it on a manager."""
+        if self.config.EtcdEndpoints:
+            self.etcd().members()
+            return
+        swarm = self.swarm(fresh=True)
+        if swarm.get("ControlAvailable"):
+            self.start_member()
+        else:
+            self.etcd().members()
+
+    def _peer_url(self):
+        return f"http://{self.address}:{self.config.EtcdPeerPort}"
+
+    def _local(self):
+        return Etcd([f"{self.address}:{self.config.EtcdClientPort}"])
+
+    def start_member(self):
+        local = self._local()
+        if self._answers(local):  # still running from before a plugin restart
+            log.info("etcd member of this node is running")
+            return
+        if os.path.isdir(os.path.join(self.data_dir, "member")):
+            log.info("Rejoining the etcd cluster with the data in %s", self.data_dir)
+            self._run([])
+        elif self._is_leader():
+            log.info("Starting a new etcd cluster on the swarm leader")
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._run(["--initial-cluster-token", CLUSTER_TOKEN, "--initial-cluster",
+                       f"{self.node_id}={self._peer_url()}", "--initial-cluster-state", "new"])
+        else:
+            self._join()
+        self._wait(local)
+
+    def _is_leader(self):
+        node = self.docker.get(f"/nodes/{quote(self.node_id)}")
+        return bool((node.get("ManagerStatus") or {}).get("Leader"))
+
+    def _join(self):
+        leader = next((n for n in self.docker.get("/nodes") or []
+                       if (n.get("ManagerStatus") or {}).get("Leader")), None)
+        if leader is None:
+            raise NotReady("The swarm does not have a leader. It's possible that too few managers are "
+                           "online. Make sure more than half of the managers are online.")
+        leader_etcd = Etcd([f"{leader['ManagerStatus']['Addr'].rpartition(':')[0]}:{self.config.EtcdClientPort}"])
+        peer = self._peer_url()
+        members = leader_etcd.members()
+        mine = next((m for m in members if (m.get("peerURLs") or [""])[0] == peer), None)
+        if mine is not None and mine.get("name"):
+            log.info("Replacing the stale etcd member %s of %s", mine["name"], peer)
+            leader_etcd.remove_member(mine["ID"])
+            members = [m for m in members if m["ID"] != mine["ID"]]
+            mine = None
+        if mine is None:
+            leader_etcd.add_member(peer)
+        initial = [f"{m['name']}={m['peerURLs'][0]}" for m in members if m.get("name")]
+        initial.append(f"{self.node_id}={peer}")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        log.info("Joining the etcd cluster %s", ",".join(initial))
+        self._run(["--initial-cluster-token", CLUSTER_TOKEN, "--initial-cluster", ",".join(initial),
+                   "--initial-cluster-state", "existing"])
+
+    def _run(self, extra):
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        address, cport, pport = self.address, self.config.EtcdClientPort, self.config.EtcdPeerPort
+        argv = [self.config.EtcdBinary, "--name", self.node_id, "--data-dir", self.data_dir,
+                "--advertise-client-urls", f"http://{address}:{cport}",
+                "--initial-advertise-peer-urls", f"http://{address}:{pport}",
+                "--listen-client-urls", f"http://{address}:{cport},http://127.0.0.1:{cport}",
+                "--listen-peer-urls", f"http://{address}:{pport}"] + extra
+        with open(os.path.join(self.config.StateDir, "etcd.log"), "a") as out:
+            # Its own session: a restart of the plugin leaves the member running.
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(os.path.join(self.config.StateDir, "etcd.pid"), "w") as f:
+            f.write(f"{self.process.pid}\n")
+
+    def _wait(self, local, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not self._answers(local):
+            if self.process is not None and self.process.poll() is not None:
+                raise NotReady(f"etcd exited with {self.process.returncode}; see "
+                               f"{os.path.join(self.config.StateDir, 'etcd.log')}")
+            if time.monotonic() > deadline:
+                raise NotReady("Timeout reached; ETCD cluster is not started")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _answers(etcd):
+        try:
+            etcd.members()
+            return True
+        except EtcdError:
+            return False
+
+    def stop(self):
+        """Stop the etcd member this plugin runs (a plugin that stops takes its member down)."""
+        pid_file = os.path.join(self.config.StateDir, "etcd.pid")
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            return
+        try:
+            os.kill(pid, 15)
+        except OSError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        os.unlink(pid_file)

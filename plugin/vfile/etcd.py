@@ -1,0 +1,348 @@
+"""A client of etcd's v3 JSON gateway (``/v3/``) in the standard library:
+keys and values base64, int64 values as JSON strings. Each request has a
+timeout (2 s) and tries the endpoints in turn over kept-alive HTTP; when
+none answers, or the cluster has no leader, the error names etcd and says
+so, within the timeout of each endpoint: never a hang.
+
+A mutex is the etcd recipe: a key under the lock's prefix bound to the
+caller's lease; the holder is the key with the lowest create revision."""
+
+import base64
+import http.client
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+
+log = logging.getLogger("vmdkops.plugin")
+TIMEOUT = 2.0
+
+
+class EtcdError(Exception):
+    """etcd cannot be reached, has no quorum, or refused a request."""
+
+
+def _b64(text):
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def _text(value):
+    return base64.b64decode(value).decode() if value else ""
+
+
+def prefix_end(prefix):
+    """The end of a prefix range: the prefix with its last byte + 1."""
+    raw = prefix.encode()
+    return raw[:-1] + bytes([raw[-1] + 1])
+
+
+class KeyValue:
+    __slots__ = ("key", "value", "create_revision", "mod_revision", "lease")
+
+    def __init__(self, kv):
+        self.key = _text(kv.get("key"))
+        self.value = _text(kv.get("value"))
+        self.create_revision = int(kv.get("create_revision", 0))
+        self.mod_revision = int(kv.get("mod_revision", 0))
+        self.lease = int(kv.get("lease", 0))
+
+
+# -- transaction parts -----------------------------------------------------------------
+
+def absent(key):
+    return {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
+
+
+def present(key):
+    return {"key": _b64(key), "result": "GREATER", "target": "CREATE", "create_revision": "0"}
+
+
+def value_is(key, value):
+    return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}
+
+
+def value_is_not(key, value):
+    return {"key": _b64(key), "result": "NOT_EQUAL", "target": "VALUE", "value": _b64(value)}
+
+
+def put(key, value, lease=0):
+    request = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        request["lease"] = str(lease)
+    return {"request_put": request}
+
+
+def get(key, prefix=False):
+    request = {"key": _b64(key)}
+    if prefix:
+        request["range_end"] = _b64(prefix_end(key))
+    return {"request_range": request}
+
+
+def delete(key, prefix=False):
+    request = {"key": _b64(key)}
+    if prefix:
+        request["range_end"] = _b64(prefix_end(key))
+    return {"request_delete_range": request}
+
+
+class Etcd:
+    """``endpoints()`` gives the ``host:port`` list to try, read at each
+    request (the swarm's managers change)."""
+
+    def __init__(self, endpoints, timeout=TIMEOUT):
+        self.endpoints = endpoints if callable(endpoints) else (lambda: list(endpoints))
+        self.timeout = timeout
+        self._local = threading.local()
+        self._watches, self._watch_guard = set(), threading.Lock()
+
+    def requests(self):
+        """How many requests this thread has made (the benchmark counts them per mount)."""
+        return getattr(self._local, "requests", 0)
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _connection(self, endpoint):
+        connections = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        if endpoint not in connections:
+            host, _, port = endpoint.rpartition(":")
+            connections[endpoint] = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+        return connections[endpoint]
+
+    def _drop(self, endpoint):
+        connection = getattr(self._local, "connections", {}).pop(endpoint, None)
+        if connection is not None:
+            connection.close()
+
+    def call(self, path, body):
+        """The gateway's answer to ``POST /v3/<path>``, from the first endpoint that answers."""
+        data = json.dumps(body).encode()
+        problems = []
+        try:
+            endpoints = self.endpoints()
+        except Exception as exc:  # noqa: BLE001 - the swarm did not say where etcd is
+            raise EtcdError(f"Failed to create etcd client: {exc}") from None
+        if not endpoints:
+            raise EtcdError("Failed to create etcd client: no etcd endpoint is known (no swarm manager?)")
+        for endpoint in endpoints:
+            for attempt in (1, 2):  # a kept-alive connection the server closed is opened again once
+                connection = self._connection(endpoint)
+                try:
+                    self._local.requests = self.requests() + 1
+                    connection.request("POST", f"/v3/{path}", body=data,
+                                       headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    answer = response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop(endpoint)
+                    if attempt == 1 and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                         ConnectionResetError)):
+                        continue
+                    problems.append(f"{endpoint}: {exc or type(exc).__name__}")
+                    break
+                if response.status == 200:
+                    return json.loads(answer)
+                message = _error_text(answer)
+                if response.status in (503, 504) or "leader" in message or "timed out" in message:
+                    problems.append(f"{endpoint}: {message or response.status}")
+                    break
+                raise EtcdError(f"etcd refused {path}: {message or response.status}")
+        if any("leader" in p or "timed out" in p or "deadline" in p for p in problems):
+            # A member answered, or took the connection and then could not: it has no leader.
+            raise EtcdError("etcd has no quorum (no leader): more than half of its members (the swarm "
+                            f"managers) must be up. ETCD maybe unhealthy ({'; '.join(problems)})")
+        raise EtcdError(f"Failed to create etcd client: no etcd member answered ({'; '.join(problems)})")
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def get(self, key):
+        kvs = self.range(key)
+        return kvs[0].value if kvs else None
+
+    def range(self, key, prefix=False, sort_by_create=False, limit=0):
+        body = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = _b64(prefix_end(key))
+        if sort_by_create:
+            body.update(sort_order="ASCEND", sort_target="CREATE")
+        if limit:
+            body["limit"] = str(limit)
+        return [KeyValue(kv) for kv in self.call("kv/range", body).get("kvs", [])]
+
+    def put(self, key, value, lease=0):
+        self.call("kv/put", put(key, value, lease)["request_put"])
+
+    def delete(self, key, prefix=False):
+        self.call("kv/deleterange", delete(key, prefix)["request_delete_range"])
+
+    def txn(self, compare, success, failure=()):
+        """(succeeded, [the KeyValues of each range, in order])."""
+        answer = self.call("kv/txn", {"compare": list(compare), "success": list(success),
+                                      "failure": list(failure)})
+        ranges = [[KeyValue(kv) for kv in r["response_range"].get("kvs", [])]
+                  for r in answer.get("responses", []) if "response_range" in r]
+        return bool(answer.get("succeeded")), ranges
+
+    def revision(self):
+        return int(self.call("kv/range", {"key": _b64("\0"), "count_only": True})["header"]["revision"])
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def grant(self, ttl):
+        return int(self.call("lease/grant", {"TTL": str(ttl)})["ID"])
+
+    def keepalive(self, lease):
+        """The lease's time left after renewing it; 0 when it has expired."""
+        answer = self.call("lease/keepalive", {"ID": str(lease)})
+        return int(answer.get("result", {}).get("TTL", 0))
+
+    def revoke(self, lease):
+        self.call("lease/revoke", {"ID": str(lease)})
+
+    # -- the cluster -----------------------------------------------------------------------
+
+    def members(self):
+        return self.call("cluster/member/list", {}).get("members", [])
+
+    def add_member(self, peer_url):
+        return self.call("cluster/member/add", {"peerURLs": [peer_url]})["member"]
+
+    def remove_member(self, member_id):
+        self.call("cluster/member/remove", {"ID": str(member_id)})
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def lock(self, name, lease, timeout):
+        """Hold the mutex ``name`` (bound to ``lease``) until the returned
+        ``unlock()``; ``EtcdError`` when it is not ours within ``timeout``."""
+        mine = f"{name}/{lease:x}-{secrets.token_hex(4)}"  # one key per holder, threads included
+        self.txn([absent(mine)], [put(mine, "", lease)])
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            [owner] = self.range(name + "/", prefix=True, sort_by_create=True, limit=1) or [None]
+            if owner is not None and owner.key == mine:
+                return lambda: self._unlock(mine)
+            if owner is None:  # our key is gone: the lease expired
+                self.txn([absent(mine)], [put(mine, "", lease)])
+            if time.monotonic() > deadline:
+                self._unlock(mine)
+                raise EtcdError("ETCD Lock blocking wait timeout")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _unlock(self, key):
+        try:
+            self.delete(key)
+        except EtcdError as exc:
+            log.warning("unlock of %s failed (its lease will free it): %s", key, exc)
+
+    # -- watching --------------------------------------------------------------------------
+
+    def watch(self, prefix, start_revision, on_event):
+        """Call ``on_event(kind, KeyValue, previous KeyValue or None)`` for
+        each change under ``prefix`` from ``start_revision`` until the stream
+        ends (an endpoint went away, or ``close_watches()``); returns the
+        revision to go on from."""
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                   "prev_kv": True, "start_revision": str(start_revision)}}
+        revision = start_revision
+        for endpoint in self.endpoints():
+            host, _, port = endpoint.rpartition(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+            try:
+                connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                if response.status != 200:
+                    continue
+                connection.sock.settimeout(None)  # events come when they come
+                with self._watch_guard:
+                    self._watches.add(connection)
+                while True:
+                    line = response.readline()
+                    if not line:
+                        break
+                    try:
+                        result = json.loads(line).get("result", {})
+                    except ValueError:
+                        continue
+                    for event in result.get("events", []):
+                        kv = KeyValue(event["kv"])
+                        revision = max(revision, kv.mod_revision + 1)
+                        previous = KeyValue(event["prev_kv"]) if "prev_kv" in event else None
+                        on_event(event.get("type", "PUT"), kv, previous)
+                return revision
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                log.debug("watch of %s on %s ended: %s", prefix, endpoint, exc)
+                if revision != start_revision:
+                    return revision
+            finally:
+                with self._watch_guard:
+                    self._watches.discard(connection)
+                connection.close()
+        return revision
+
+    def wait_until(self, key, wanted, timeout):
+        """True once ``key`` has the value ``wanted``, False if it is deleted
+        (or absent); ``EtcdError`` after ``timeout`` seconds. One read, then
+        a watch from the read's revision: two requests however long it takes."""
+        answer = self.call("kv/range", {"key": _b64(key)})
+        kvs = answer.get("kvs", [])
+        if not kvs:
+            return False
+        if _text(kvs[0].get("value")) == wanted:
+            return True
+        deadline = time.monotonic() + timeout
+        body = {"create_request": {"key": _b64(key), "start_revision": str(int(answer["header"]["revision"]) + 1)}}
+        for endpoint in self.endpoints():
+            host, _, port = endpoint.rpartition(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+            try:
+                self._local.requests = self.requests() + 1
+                connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                if response.status != 200:
+                    continue
+                while True:
+                    connection.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                    line = response.readline()
+                    if not line:
+                        break
+                    for event in json.loads(line).get("result", {}).get("events", []):
+                        if event.get("type") == "DELETE":
+                            return False
+                        if _text(event["kv"].get("value")) == wanted:
+                            return True
+            except TimeoutError:
+                raise EtcdError(f"Timeout reached; BlockingWait is not complete (waiting for {key} "
+                                f"to be {wanted})") from None
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                log.debug("watch of %s on %s ended: %s", key, endpoint, exc)
+            finally:
+                connection.close()
+            if time.monotonic() > deadline:
+                break
+        raise EtcdError(f"Timeout reached; BlockingWait is not complete (waiting for {key} to be {wanted})")
+
+    def close_watches(self):
+        with self._watch_guard:
+            for connection in list(self._watches):
+                if connection.sock is not None:
+                    try:
+                        connection.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+def _error_text(answer):
+    try:
+        data = json.loads(answer)
+    except ValueError:
+        return answer.decode(errors="replace").strip()
+    return str(data.get("error") or data.get("message") or data)

@@ -1,0 +1,294 @@
+"""A Docker Swarm of several nodes on one machine, for the shared-volume
+tests (spec test-environment "A Docker Swarm of several nodes"): each node
+is a network namespace (10.99.0.N on a bridge in a hub namespace) with its
+own dockerd in a mount namespace of its own, where the node's plugins run:
+the vsphere plugin (a "VM" of the test's vmdk-opsd) and the vfile plugin.
+Everything is stopped by pid and the namespaces removed afterwards."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from docker_env import busybox_tar, docker_client
+from executor import REPO, stop_process
+
+SUBNET = "10.99.0"
+# Enter the node's network namespace, and a mount namespace of its own that
+# keeps the cgroup mounts (without them dockerd cannot start containers).
+WRAPPER = r'''
+T=$(mktemp -d); mount --rbind /sys/fs/cgroup $T; umount -l /sys; mount -t sysfs sysfs /sys
+mount --rbind $T /sys/fs/cgroup; umount -l $T; rmdir $T
+mkdir -p /run/docker/plugins && mount --bind "$0" /run/docker/plugins
+exec "$@"'''
+
+
+def run(argv, check=True, **kwargs):
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=kwargs.pop("timeout", 120), **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+    return result
+
+
+def wait(predicate, timeout, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+class Node:
+    def __init__(self, swarm, n, vm):
+        self.swarm, self.n, self.vm = swarm, n, vm
+        self.name = f"{swarm.prefix}n{n}"
+        self.address = f"{SUBNET}.{n}"
+        self.dir = os.path.join(swarm.dir, f"n{n}")
+        self.socket = os.path.join(self.dir, "docker.sock")
+        self.plugin_dir = os.path.join(self.dir, "plugins")
+        self.vmdk_root = os.path.join(self.dir, "mnt", "vmdk")
+        self.vfile_root = os.path.join(self.dir, "mnt", "vfile")
+        self.state_dir = os.path.join(self.dir, "vfile")
+        self.dockerd = self.vsphere = self.vfile = None
+
+    # -- the node -----------------------------------------------------------------------
+
+    def start(self):
+        for folder in (self.plugin_dir, self.vmdk_root, self.vfile_root, self.state_dir):
+            os.makedirs(folder)
+        run(["ip", "netns", "add", self.name])
+        run(["ip", "link", "add", f"{self.name}h", "netns", self.swarm.hub, "type", "veth", "peer", "name",
+             "eth0", "netns", self.name])
+        run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "master", "br0", "up"])
+        run(["ip", "-n", self.name, "addr", "add", f"{self.address}/24", "dev", "eth0"])
+        run(["ip", "-n", self.name, "link", "set", "eth0", "up"])
+        run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        argv = ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
+                "bash", "-c", WRAPPER, self.plugin_dir,
+                "dockerd", "--data-root", os.path.join(self.dir, "data"),
+                "--exec-root", os.path.join(self.dir, "exec"), "-H", f"unix://{self.socket}",
+                "--pidfile", os.path.join(self.dir, "docker.pid"), "--storage-driver", "overlay2",
+                "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p"]
+        with open(os.path.join(self.dir, "dockerd.log"), "w") as out:
+            self.dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        if not wait(lambda: self.docker("info", check=False).returncode == 0, 60):
+            raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
+        return self
+
+    def docker(self, *args, check=True, timeout=180):
+        result = subprocess.run([docker_client(), "-H", f"unix://{self.socket}", *args], capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} on {self.name} failed: {result.stderr}")
+        return result
+
+    def inside(self, argv):
+        """``argv`` run in this node's network and mount namespaces."""
+        return ["nsenter", "-t", str(self.dockerd.pid), "-m", "-n", "--"] + argv
+
+    # -- its plugins --------------------------------------------------------------------
+
+    def start_plugins(self):
+        self.start_vsphere()
+        self.start_vfile()
+
+    def start_vsphere(self):
+        credential = os.path.join(self.dir, "credential")
+        with open(credential, "w") as f:
+            f.write(self.swarm.executor.token(self.vm))
+        log = os.path.join(self.dir, "vsphere.log")
+        argv = [sys.executable, "-m", "plugin.main", "--config", os.path.join(self.dir, "none.conf"),
+                "--mount_root", self.vmdk_root, "--socket_dir", self.plugin_dir,
+                "--executor_socket", self.swarm.executor.socket, "--credential_file", credential,
+                "--docker_socket", self.socket, "--log_path", log, "--log_level", "debug"]
+        self.vsphere = self._start(argv, log)
+
+    def start_vfile(self, **settings):
+        config = os.path.join(self.dir, "vfile.conf")
+        with open(config, "w") as f:
+            json.dump(dict({"LogLevel": "debug", "MountMethod": "smbnetfs"}, **settings), f)
+        log = os.path.join(self.dir, "vfile.log")
+        argv = [sys.executable, "-m", "plugin.vfile", "--config", config,
+                "--mount_root", self.vfile_root, "--socket_dir", self.plugin_dir,
+                "--docker_socket", self.socket, "--log_path", log,
+                "--state_dir", self.state_dir, "--samba_image_tar", self.swarm.samba_tar,
+                "--service_timeout", str(self.swarm.service_timeout)]
+        self.vfile = self._start(argv, log, "Refcounting successfully completed", 120)
+
+    def _start(self, argv, log, ready="Refcounting successfully completed", timeout=60):
+        start = len(self.read(log))
+        env = dict(os.environ, PYTHONPATH=REPO)
+        process = subprocess.Popen(self.inside(argv), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=open(log + ".err", "a"))
+        if not wait(lambda: ready in self.read(log)[start:] or process.poll() is not None, timeout):
+            raise RuntimeError(f"a plugin of {self.name} did not start: {self.read(log)[start:]}")
+        if process.poll() is not None:
+            raise RuntimeError(f"a plugin of {self.name} exited: {self.read(log + '.err')}")
+        return process
+
+    @staticmethod
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def vfile_log(self):
+        return self.read(os.path.join(self.dir, "vfile.log"))
+
+    def fuse_mounts(self):
+        """Mount points of this node's FUSE and bind mounts under its dir."""
+        with open(f"/proc/{self.dockerd.pid}/mounts") as f:
+            return [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
+
+    def stop(self):
+        if self.dockerd is not None and self.dockerd.poll() is None:
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+        for process in (self.vfile, self.vsphere):
+            stop_process(process, signal.SIGTERM, timeout=30)
+        if self.dockerd is not None and self.dockerd.poll() is None:
+            for target in reversed(self.fuse_mounts()):
+                run(self.inside(["umount", "-l", target]), check=False)
+        # smbnetfs and etcd run in sessions of their own, by design.
+        for pid_file in ([os.path.join(self.state_dir, "etcd.pid")]
+                         + [os.path.join(self.state_dir, "smbnetfs", v, "pid")
+                            for v in (os.listdir(os.path.join(self.state_dir, "smbnetfs"))
+                                      if os.path.isdir(os.path.join(self.state_dir, "smbnetfs")) else [])]):
+            try:
+                with open(pid_file) as f:
+                    os.kill(int(f.read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        stop_process(self.dockerd, signal.SIGTERM, timeout=60)
+        run(["ip", "netns", "del", self.name], check=False)
+
+
+class Swarm:
+    """``size`` nodes; the first ``managers`` are managers. Node n is VM n."""
+
+    def __init__(self, executor, vms, samba_tar, busybox_dir, managers=1, service_timeout=45):
+        self.executor = executor
+        self.samba_tar = samba_tar
+        self.busybox_dir = busybox_dir
+        self.service_timeout = service_timeout
+        self.prefix = f"vf{os.getpid() % 100000}"
+        self.hub = f"{self.prefix}hub"
+        self.dir = tempfile.mkdtemp(prefix="vfswarm-", dir="/tmp")
+        self.nodes = [Node(self, n, vm) for n, vm in enumerate(vms, 1)]
+        self.managers = managers
+
+    def start(self):
+        run(["ip", "netns", "add", self.hub])
+        run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", self.hub, "link", "set", "br0", "up"])
+        for node in self.nodes:
+            node.start()
+        # One image, saved and loaded everywhere, so that its ID is the same
+        # on every node (a service names it by ID: no registry is asked).
+        first = self.nodes[0]
+        first.docker("import", "-c", 'CMD ["/bin/sh"]', busybox_tar(self.busybox_dir), "local/busybox")
+        saved = os.path.join(self.dir, "busybox-image.tar")
+        first.docker("save", "-o", saved, "local/busybox")
+        for node in self.nodes[1:]:
+            node.docker("load", "-i", saved)
+        first.docker("swarm", "init", "--advertise-addr", first.address)
+        tokens = {role: first.docker("swarm", "join-token", "-q", role).stdout.strip()
+                  for role in ("manager", "worker")}
+        for i, node in enumerate(self.nodes[1:], 1):
+            role = "manager" if i < self.managers else "worker"
+            node.docker("swarm", "join", "--advertise-addr", node.address, "--token", tokens[role],
+                        f"{first.address}:2377")
+        for node in self.nodes:
+            node.start_plugins()
+        self.wait_for_plugins_known()
+        return self
+
+    def wait_for_plugins_known(self, timeout=90):
+        """Until the managers know every node's volume plugins: a node's agent
+        sends its new description (plugins included) up to 20 s after it
+        changed, and the tasks given to it meanwhile wait for that."""
+        def known():
+            nodes = json.loads(self.nodes[0].docker("node", "inspect", *[
+                n.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip() for n in self.nodes]).stdout)
+            return all({"vfile", "vsphere"} <= {p["Name"] for p in node["Description"]["Engine"].get("Plugins", [])
+                                                if p["Type"] == "Volume"} for node in nodes)
+        if not wait(known, timeout, 0.5):
+            raise RuntimeError("the managers did not learn the nodes' volume plugins in time")
+
+    def stop(self):
+        for node in self.nodes:
+            if node.dockerd is not None and node.dockerd.poll() is None:
+                for service in node.docker("service", "ls", "-q", check=False).stdout.split() \
+                        if node is self.nodes[0] else []:
+                    node.docker("service", "rm", service, check=False)
+        for node in reversed(self.nodes):
+            if node.dockerd is not None and node.dockerd.poll() is None:
+                node.docker("swarm", "leave", "--force", check=False, timeout=60)
+        for node in self.nodes:
+            node.stop()
+        run(["ip", "netns", "del", self.hub], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), managers=1, **settings):
+    """A vmdk-opsd on the local backend (a datastore DS1, the VMs, a config
+    DB) and a swarm whose node n is VM n, with their plugins; everything
+    under the folder ``work``. ``stop_swarm`` stops it all."""
+    from click.testing import CliRunner
+
+    from conftest import VM1_UUID, VM2_UUID, VM3_UUID
+    from executor import Executor
+    from vmdkops_admin.backends.local import LocalBackend
+    from vmdkops_admin.cli import cli
+    from vmdkops_admin.paths import Layout
+
+    uuids = dict(VM1=VM1_UUID, VM2=VM2_UUID, VM3=VM3_UUID)
+    home, datastore = os.path.join(work, "home"), os.path.join(work, "ds1")
+    os.makedirs(home)
+    os.makedirs(datastore)
+    backend = LocalBackend(Layout(home))
+    backend.add_datastore("DS1", datastore)
+    for vm in vms:
+        backend.add_vm(vm, uuids.get(vm), "DS1")
+    executor = Executor(home)
+    swarm = Swarm(executor, list(vms), samba_tar, busybox_dir, managers, **settings)
+    swarm.home = home
+    before = os.environ.get("VMDKOPS_HOME")
+    os.environ["VMDKOPS_HOME"] = home  # the VMs' credentials are issued there
+    try:
+        result = CliRunner().invoke(cli, ["config", "init", "--local"])
+        assert result.exit_code == 0, result.output
+        executor.start()
+        swarm.start()
+    except BaseException:
+        stop_swarm(swarm)
+        raise
+    finally:
+        if before is None:
+            os.environ.pop("VMDKOPS_HOME")
+        else:
+            os.environ["VMDKOPS_HOME"] = before
+    return swarm
+
+
+def stop_swarm(swarm):
+    from executor import release_loops
+
+    swarm.stop()
+    swarm.executor.stop()
+    release_loops(swarm.home)
+
+
+def build_samba_image(target):
+    """The file server image's tarball, made by the project's script."""
+    script = os.path.join(REPO, "scripts", "build-vfile-smb-image.sh")
+    subprocess.run([script, "--out", target], check=True, capture_output=True, timeout=600)
+    return target

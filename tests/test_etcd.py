@@ -1,0 +1,152 @@
+"""The vfile plugin's etcd client against a real three-member etcd cluster on
+loopback (Debian's etcd): keys, transactions, leases, locks, watches, and
+clear errors within the timeout when the cluster is out of reach or has lost
+its quorum."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import missing
+from executor import stop_process
+from plugin.vfile import etcd as kv
+from plugin.vfile.etcd import Etcd, EtcdError
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three members; (client endpoints, processes)."""
+    if shutil.which("etcd") is None:
+        missing("etcd (Debian package etcd-server; scripts/test.sh installs it)")
+    ports = free_ports(6)
+    clients, peers = ports[:3], ports[3:]
+    initial = ",".join(f"m{i}=http://127.0.0.1:{peers[i]}" for i in range(3))
+    processes = []
+    for i in range(3):
+        with open(tmp_path / f"m{i}.log", "w") as log:
+            processes.append(subprocess.Popen(
+                ["etcd", "--name", f"m{i}", "--data-dir", str(tmp_path / f"m{i}"),
+                 "--listen-client-urls", f"http://127.0.0.1:{clients[i]}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{clients[i]}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peers[i]}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peers[i]}",
+                 "--initial-cluster", initial, "--initial-cluster-state", "new"],
+                stdout=log, stderr=subprocess.STDOUT))
+    endpoints = [f"127.0.0.1:{port}" for port in clients]
+    client = Etcd(endpoints)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.put("ready", "1")
+            break
+        except EtcdError:
+            assert time.monotonic() < deadline, (tmp_path / "m0.log").read_text()
+            time.sleep(0.1)
+    yield endpoints, processes
+    for process in processes:
+        stop_process(process)
+
+
+def test_keys_transactions_and_leases(cluster):
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    made, _ = client.txn([kv.absent("SVOLS_stat_a")], [kv.put("SVOLS_stat_a", "Creating")], [kv.get("SVOLS_stat_a")])
+    assert made
+    again, ranges = client.txn([kv.absent("SVOLS_stat_a")], [kv.put("SVOLS_stat_a", "Ready")],
+                               [kv.get("SVOLS_stat_a")])
+    assert not again and ranges[0][0].value == "Creating"  # create-if-absent never resets
+    assert client.get("SVOLS_stat_a") == "Creating" and client.get("nosuch") is None
+    lease = client.grant(5)
+    client.put("SVOLS_client_a_n1", "10.0.0.1", lease)
+    client.put("SVOLS_client_ab_n1", "10.0.0.9")
+    assert [k.value for k in client.range("SVOLS_client_a_", prefix=True)] == ["10.0.0.1"]
+    assert client.keepalive(lease) > 0
+    client.revoke(lease)
+    assert client.range("SVOLS_client_a_", prefix=True) == []  # a lease takes its keys with it
+
+
+def test_a_lock_has_one_holder_at_a_time(cluster):
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    lease = client.grant(10)
+    inside, overlaps = [], []
+
+    def work():
+        unlock = client.lock("SVOLS_gref_v-lock", lease, timeout=30)
+        try:
+            inside.append(1)
+            if len(inside) > 1:
+                overlaps.append(1)
+            time.sleep(0.05)
+            inside.pop()
+        finally:
+            unlock()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    unlock = client.lock("SVOLS_gref_v-lock", lease, timeout=5)
+    with pytest.raises(EtcdError, match="ETCD Lock blocking wait timeout"):
+        client.lock("SVOLS_gref_v-lock", client.grant(10), timeout=0.5)
+    unlock()
+
+
+def test_a_watch_sees_changes_with_their_previous_values(cluster):
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    client.put("SVOLS_start_trigger_w", "0")
+    events = []
+    start = client.revision() + 1
+    watcher = threading.Thread(target=client.watch, args=("SVOLS_st", start,
+                                                          lambda k, item, prev: events.append(
+                                                              (k, item.key, item.value, prev and prev.value))))
+    watcher.start()
+    time.sleep(0.3)
+    client.put("SVOLS_start_trigger_w", "1")
+    client.delete("SVOLS_start_trigger_w")
+    deadline = time.monotonic() + 10
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close_watches()
+    watcher.join(timeout=10)
+    assert events == [("PUT", "SVOLS_start_trigger_w", "1", "0"), ("DELETE", "SVOLS_start_trigger_w", "", "1")]
+
+
+def test_an_unreachable_cluster_is_a_clear_error_at_once():
+    client = Etcd([f"127.0.0.1:{port}" for port in free_ports(2)])
+    started = time.monotonic()
+    with pytest.raises(EtcdError, match="Failed to create etcd client: no etcd member answered"):
+        client.get("x")
+    assert time.monotonic() - started < 2
+
+
+def test_a_lost_quorum_is_a_clear_error_within_the_timeout(cluster):
+    endpoints, processes = cluster
+    client = Etcd(endpoints)
+    for process in processes[1:]:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    started = time.monotonic()
+    with pytest.raises(EtcdError) as caught:
+        client.put("x", "1")
+    assert time.monotonic() - started < 3 * 2 + 1  # each endpoint's 2 s timeout at most
+    assert str(caught.value).startswith("etcd has no quorum (no leader): more than half of its members")
