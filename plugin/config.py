@@ -43,6 +43,8 @@ class Settings:
              "docker_socket": ("DockerSocket", "Docker's API socket (/var/run/docker.sock)")}
     # Keys of the original that this plugin accepts and does not use.
     IGNORED = ("target", "project", "host")
+    # Flags that make the program do something else than serve (flag -> help).
+    ACTIONS = {}
 
     @property
     def socket_path(self):
@@ -128,6 +130,9 @@ class VfileConfig(Settings):
                  samba_image=("SambaImage", "the file server's image (vmdkops/vfile-smb:<version>)"),
                  samba_image_tar=("SambaImageTar", "the image's tarball, loaded where it is missing"),
                  etcd_binary=("EtcdBinary", "the etcd program (/usr/bin/etcd)"))
+    ACTIONS = {"check": "do not serve: list what etcd, the file servers and the base volumes disagree on, "
+                        "with a remedy for each (exit 0 when they agree, 1 when not)",
+               "repair": "with --check: repair what is safe (nothing that holds data is deleted)"}
 
     def check(self):
         super().check()
@@ -202,6 +207,8 @@ def parser(kind=Config):
                f"{', '.join(f.name for f in fields(kind) if f.name != 'warnings')}), then the "
                f"environment ({', '.join(kind.ENVIRONMENT)}), then these options.")
     p.add_argument("--config", default=kind.DEFAULT_CONFIG, help=f"config file (default {kind.DEFAULT_CONFIG})")
+    for flag, text in kind.ACTIONS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=text)
     defaults = kind()
     for flag, (key, text) in kind.FLAGS.items():
         default = getattr(defaults, key)

@@ -36,6 +36,8 @@ def run(kind, make_driver, started, argv=None):
     except configuration.ConfigError as exc:
         print(f"{kind.PROGRAM}: {exc}", file=sys.stderr)
         return 1
+    if getattr(args, "check", False):
+        return check(kind, config, args)
     setup_logging(config)
     log = logging.getLogger("vmdkops.plugin")
     for warning in config.warnings:
@@ -70,6 +72,15 @@ def run(kind, make_driver, started, argv=None):
             stopping()
         log.info("Plugin stopped")
     return 0
+
+
+def check(kind, config, args):
+    """``vfile --check [--repair]``: asks etcd and Docker, serves nothing."""
+    from .vfile import check as checking
+    from .vfile.driver import VfileDriver
+
+    logging.basicConfig(level=logging.WARNING, format=f"{kind.PROGRAM}: %(message)s")
+    return checking.run(VfileDriver(config), args.repair)
 
 
 def main(argv=None):

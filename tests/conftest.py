@@ -24,6 +24,7 @@ IN_CI = os.environ.get("CI") == "true"
 VM1_UUID = "564dac12-b1a0-f735-0df3-bceb00b30340"
 VM2_UUID = "564d9bc4-bfd6-b648-935b-6353fb6dc1e7"
 VM3_UUID = "564d1111-2222-3333-4444-555566667777"
+VM4_UUID = "564d4444-aaaa-bbbb-cccc-ddddeeeeffff"
 
 
 def missing(part):
@@ -282,11 +283,8 @@ def samba_image(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def swarm(tmp_path_factory, samba_image, busybox_dir):
-    """Three nodes (node1 the manager, node2 and node3 workers) of one swarm,
-    each a VM (VM1-VM3) of a vmdk-opsd on the local backend with a config DB,
-    each with the vsphere and vfile plugins (smbnetfs mounts). One for the
-    whole test session: each test removes what it made."""
+def swarm_parts():
+    """What a test swarm needs on this machine."""
     from executor import require_root_and_loops
 
     require_root_and_loops()
@@ -299,6 +297,14 @@ def swarm(tmp_path_factory, samba_image, busybox_dir):
             missing(part)
     if not os.path.exists("/dev/fuse"):
         missing("FUSE (/dev/fuse)")
+
+
+@pytest.fixture(scope="session")
+def swarm(tmp_path_factory, samba_image, busybox_dir, swarm_parts):
+    """Three nodes (node1 the manager, node2 and node3 workers) of one swarm,
+    each a VM (VM1-VM3) of a vmdk-opsd on the local backend with a config DB,
+    each with the vsphere and vfile plugins (smbnetfs mounts). One for the
+    whole test session: each test removes what it made."""
     from swarm_env import start_swarm, stop_swarm
 
     running = start_swarm(str(tmp_path_factory.mktemp("swarm")), samba_image, busybox_dir)

@@ -68,13 +68,17 @@ class Node:
         run(["ip", "-n", self.name, "addr", "add", f"{self.address}/24", "dev", "eth0"])
         run(["ip", "-n", self.name, "link", "set", "eth0", "up"])
         run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        return self._start_dockerd()
+
+    def _start_dockerd(self):
         argv = ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
                 "bash", "-c", WRAPPER, self.plugin_dir,
                 "dockerd", "--data-root", os.path.join(self.dir, "data"),
                 "--exec-root", os.path.join(self.dir, "exec"), "-H", f"unix://{self.socket}",
                 "--pidfile", os.path.join(self.dir, "docker.pid"), "--storage-driver", "overlay2",
+                "--cgroup-parent", self.name,
                 "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p"]
-        with open(os.path.join(self.dir, "dockerd.log"), "w") as out:
+        with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
             self.dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         if not wait(lambda: self.docker("info", check=False).returncode == 0, 60):
             raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
@@ -142,10 +146,55 @@ class Node:
     def vfile_log(self):
         return self.read(os.path.join(self.dir, "vfile.log"))
 
+    def share_mounts(self):
+        """This node's mounts of shared volumes (and of smbnetfs under them)."""
+        return [m for m in self.fuse_mounts() if m.startswith((self.vfile_root + "/", self.state_dir + "/"))]
+
     def fuse_mounts(self):
         """Mount points of this node's FUSE and bind mounts under its dir."""
         with open(f"/proc/{self.dockerd.pid}/mounts") as f:
             return [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
+
+    # -- a VM that dies, and comes back --------------------------------------------------
+
+    def kill(self):
+        """The node dies at once: its network is cut (no answer, not even a
+        reset) and every process of it is killed: dockerd, containerd, the
+        containers, the plugins, etcd, smbnetfs, the relays."""
+        run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "down"])
+        pids = set(run(["ip", "netns", "pids", self.name], check=False).stdout.split())
+        for root, _, files in os.walk("/sys/fs/cgroup"):
+            if os.path.basename(root).startswith(self.name) and "cgroup.procs" in files:
+                with open(os.path.join(root, "cgroup.procs")) as f:
+                    pids.update(f.read().split())
+        pids.update(self._session_pids())
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        for process in (self.dockerd, self.vsphere, self.vfile):
+            if process is not None:
+                process.wait(timeout=30)
+
+    def _session_pids(self):
+        """smbnetfs, etcd and the relays: processes of sessions of their own."""
+        pids = []
+        for path, _, files in os.walk(self.state_dir):
+            if "pid" in files or "etcd.pid" in files:
+                for name in ("pid", "etcd.pid"):
+                    try:
+                        with open(os.path.join(path, name)) as f:
+                            pids.append(f.read().strip())
+                    except OSError:
+                        pass
+        return pids
+
+    def revive(self):
+        """The node boots again: its network, dockerd (which rejoins the swarm) and plugins."""
+        run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "up"])
+        self._start_dockerd()
+        self.start_plugins()
 
     def stop(self):
         if self.dockerd is not None and self.dockerd.poll() is None:
@@ -244,13 +293,13 @@ def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), manager
     under the folder ``work``. ``stop_swarm`` stops it all."""
     from click.testing import CliRunner
 
-    from conftest import VM1_UUID, VM2_UUID, VM3_UUID
+    from conftest import VM1_UUID, VM2_UUID, VM3_UUID, VM4_UUID
     from executor import Executor
     from vmdkops_admin.backends.local import LocalBackend
     from vmdkops_admin.cli import cli
     from vmdkops_admin.paths import Layout
 
-    uuids = dict(VM1=VM1_UUID, VM2=VM2_UUID, VM3=VM3_UUID)
+    uuids = dict(VM1=VM1_UUID, VM2=VM2_UUID, VM3=VM3_UUID, VM4=VM4_UUID)
     home, datastore = os.path.join(work, "home"), os.path.join(work, "ds1")
     os.makedirs(home)
     os.makedirs(datastore)

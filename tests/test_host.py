@@ -52,3 +52,22 @@ def test_vms(admin, home):
                         "Datastore": "datastore1"}
     admin.ok("host vm rm --name=VM1")
     assert admin.err("host vm rm --name=VM1") == "Cannot find vm VM1"
+
+
+def test_a_vm_powered_off_gives_its_volumes_back(executor, admin, configured):
+    """``host vm power``: the local backend's power semantics, as vSphere's watch."""
+    executor.ok("VM1", "create", "held")
+    executor.ok("VM1", "attach", "held")
+    assert admin.err("host vm power --name=nosuch off") == "Cannot find vm nosuch"
+    assert admin.ok("host vm power --name=VM1 off") == "VM VM1 is powered off; detached held@DS1\n"
+    assert parse_table(admin.ok("volume ls -c volume,attached-to")) == [{"Volume": "held", "Attached-to": "detached"}]
+    assert executor.ok("VM1", "get", "held")["status"] == "detached"
+    assert executor.err("VM1", "attach", "held") == "VM VM1 is powered off"
+    assert executor.ok("VM3", "attach", "held@DS1")["Unit"] == "0"
+    executor.ok("VM3", "detach", "held@DS1")
+    assert admin.ok("host vm power --name=VM1 on") == "VM VM1 is powered on\n"
+    executor.ok("VM1", "attach", "held")
+    executor.ok("VM1", "detach", "held")
+    events = json.loads(admin.ok("report audit --output-format=json"))
+    assert [e["action"] for e in events if e["action"].startswith("host vm power")] == \
+        ["host vm power", "host vm power", "host vm power"]

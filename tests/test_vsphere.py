@@ -44,6 +44,9 @@ def test_executor_on_vsphere(vsphere_home, admin):
     assert backend.name == "vsphere"
     vm = sorted(backend.vms(), key=lambda v: v.name)[0]
     assert admin.err("host vm add --name=x") == "The vsphere backend's inventory is managed in vSphere"
+    assert admin.err(f"host vm power --name={vm.name} off") == (
+        "The vsphere backend's VMs are powered in vSphere: vmdk-opsd detaches the volumes of a VM "
+        "that powers off")
     assert vm.name in admin.ok("host vm ls")
     executor = Executor(vsphere_home).start("--backend", "vsphere")
     try:

@@ -231,3 +231,23 @@ def force_detach(session, backend, full_name, vmgroup):
         row.attached_vm_uuid = None
         session.flush()
     return f"Volume {full_name} detached from VM {vm.name}"
+
+
+def power(session, backend, name, on):
+    """``host vm power``: a VM of the local backend powered off gives its
+    volumes back, as vmdk-opsd's watch does on vSphere; the text to print."""
+    from .volumes import detach_disk
+
+    vm = backend.find_vm(name)
+    if vm is None:
+        raise NotFound(f"Cannot find vm {name}")
+    backend.set_power(vm.name, on)
+    if on:
+        return f"VM {vm.name} is powered on"
+    released = []
+    for vm_uuid, descriptor, _ in backend.attachments():
+        if vm_uuid == vm.uuid:
+            datastore, volume = backend.volume_of(descriptor)
+            detach_disk(backend, session, vm, descriptor, datastore.url, volume)
+            released.append(f"{volume}@{datastore.name}")
+    return f"VM {vm.name} is powered off" + (f"; detached {', '.join(sorted(released))}" if released else "")

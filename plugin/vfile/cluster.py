@@ -166,6 +166,18 @@ class Cluster:
         except EtcdError:
             return False
 
+    def leave(self):
+        """Leave the etcd cluster (a demoted manager): remove this node's member,
+        stop it, and remove its data."""
+        peer = self._peer_url()
+        etcd = self.etcd()
+        mine = next((m for m in etcd.members() if peer in (m.get("peerURLs") or [])), None)
+        if mine is not None:
+            log.info("Remove self from ETCD member due to demotion. ")
+            etcd.remove_member(mine["ID"])
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def stop(self):
         """Stop the etcd member this plugin runs (a plugin that stops takes its member down)."""
         pid_file = os.path.join(self.config.StateDir, "etcd.pid")

@@ -33,6 +33,7 @@ from . import etcd as kv
 from .cluster import Cluster, NotReady
 from .etcd import EtcdError
 from .fileserver import FileServers, ServerFailed, base_volume, service_name
+from .relay import Relays
 from .smb import MountFailed, method
 
 log = logging.getLogger("vmdkops.plugin")
@@ -44,6 +45,8 @@ CREATING, READY, MOUNTED = "Creating", "Ready", "Mounted"
 NOT_INITIALIZED = "VSSD volume driver is not fully initialized yet."
 USER = "vfile"
 LEASE_TTL = 10
+HELPER_INTERVAL = 15
+SERVER_CHECK = 2
 # A DNS name component: the name is part of the service's name, vFileServer<v>
 # (at most 63 characters).
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,50}[A-Za-z0-9])?$")
@@ -72,6 +75,8 @@ class VfileDriver(RefcountedDriver):
         self.etcd = self.cluster.etcd()
         self.servers = FileServers(self.docker, config)
         self.mounter = method(config.MountMethod, config.StateDir)
+        self.relays = Relays(config.StateDir)
+        self.manager = False
         self.initialized = threading.Event()
         self.stopping = threading.Event()
         self.lease = None
@@ -99,13 +104,19 @@ class VfileDriver(RefcountedDriver):
         if self.stopping.is_set():
             return
         threading.Thread(target=self._keep_lease, name="lease", daemon=True).start()
-        if self.cluster.is_manager():
-            threading.Thread(target=self._watch_triggers, name="watch", daemon=True).start()
+        self.manager = self.cluster.is_manager()
+        if self.manager:
+            self._start_manager_threads()
+        threading.Thread(target=self._follow_servers, name="servers", daemon=True).start()
         self.initialized.set()
         log.info("VSSD plugin is initialized: node=%s address=%s manager=%s etcd=%s",
-                 self.cluster.node_id, self.cluster.address, self.cluster.is_manager(),
-                 ",".join(self.cluster.endpoints()))
-        self.recover()
+                 self.cluster.node_id, self.cluster.address, self.manager, ",".join(self.cluster.endpoints()))
+        if self.recover():
+            self._reconcile_clients()
+            for name in self.relays.volumes():
+                if not self.users(name):
+                    self.relays.stop(name)  # of a mount that ended while the plugin was down
+        threading.Thread(target=self._helper, name="helper", daemon=True).start()
 
     def _prepare_node(self):
         """Make this node able to run file servers: the Samba image loaded,
@@ -254,10 +265,12 @@ class VfileDriver(RefcountedDriver):
             else:
                 info = json.loads(info[0].value)
             try:
-                self.mounter.mount(name, self.target(name), info["address"], info["port"], info["username"],
+                port = self.relays.point(name, info["address"], info["port"])
+                self.mounter.mount(name, self.target(name), "127.0.0.1", port, info["username"],
                                    info["password"], time.monotonic() + self.timeout)
-            except MountFailed as exc:
+            except (MountFailed, OSError) as exc:
                 log.error("Mount of %s failed: %s", name, exc)
+                self.relays.stop(name)
                 raise DriverError(f"Failed to mount VSSD volume {name} after timeout") from None
             self._register(name)
         except BaseException:
@@ -283,6 +296,7 @@ class VfileDriver(RefcountedDriver):
     def unmount_volume(self, name):
         before = self.etcd.requests()
         self.mounter.unmount(name, self.target(name))
+        self.relays.stop(name)
         unlock = self._lock(name)
         try:
             self.etcd.delete(f"{CLIENT}{name}_{self.cluster.node_id}")
@@ -348,18 +362,141 @@ class VfileDriver(RefcountedDriver):
             raise DriverError("No such volume")
         return json.loads(info)
 
+    # -- this node: its registrations, and where the servers of its mounts are ---------------------
+
+    def _reconcile_clients(self):
+        """After a restart: this node's client keys are the volumes mounted
+        here, no more (a key of a mount that ended while the plugin was down
+        goes) and no fewer (a mount that outlived the old lease comes back)."""
+        mine = f"_{self.cluster.node_id}"
+        for item in self.etcd.range(CLIENT, prefix=True):
+            name = item.key[len(CLIENT):-len(mine)] if item.key.endswith(mine) else None
+            if name is not None and not self.users(name):
+                log.info("Dropping the stale registration of %s on this node", name)
+                self.etcd.delete(item.key)
+                self._release_server(name)
+
+    def _follow_servers(self):
+        """Point the relays of this node's mounts at their file server when it
+        moves (swarm started it on another node)."""
+        while not self.stopping.is_set():
+            try:
+                revision = self.etcd.revision() + 1
+                self._point_relays()
+                while not self.stopping.is_set():
+                    revision = self.etcd.watch(INFO, revision, self._on_info)
+                    if not self.stopping.is_set():
+                        self.stopping.wait(1)
+                        self._point_relays()
+            except EtcdError as exc:
+                log.warning("Following the file servers failed: %s", exc)
+                self.stopping.wait(1)
+
+    def _point_relays(self):
+        for name in self.relays.volumes():
+            info = self.etcd.get(INFO + name)
+            if info:
+                self._point(name, info)
+
+    def _on_info(self, kind, item, previous):
+        name = item.key[len(INFO):]
+        if kind == "PUT" and name in self.relays.volumes():
+            self._point(name, item.value)
+
+    def _point(self, name, info):
+        details = json.loads(info)
+        if details.get("address") and details.get("port") and \
+                self.relays.move(name, details["address"], details["port"]):
+            log.info("The file server of %s is now at %s:%s", name, details["address"], details["port"])
+
+    # -- the helper loop: roles, dead nodes, orphans ------------------------------------------------
+
+    def _helper(self):
+        """Every HELPER_INTERVAL seconds: follow this node's swarm role (a
+        promoted node joins the etcd cluster, a demoted one leaves it) and, on
+        a manager, stop the file servers nobody uses any more (their last
+        client was a node that died) or whose volume is gone."""
+        while not self.stopping.wait(HELPER_INTERVAL):
+            try:
+                self._follow_role()
+                if self.manager:
+                    self._collect()
+            except (EtcdError, NotReady, DockerError, DockerUnavailable, DriverError, OSError) as exc:
+                log.warning("Helper loop: %s", exc)
+
+    def _follow_role(self):
+        manager = self.cluster.is_manager(fresh=True)
+        if manager and not self.manager:
+            log.info("Node is promoted to manager, prepare to join ETCD cluster")
+            if not self.config.EtcdEndpoints:
+                self.cluster.start_member()
+            self.manager = True
+            self._start_manager_threads()
+        elif self.manager and not manager:
+            log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
+            self.manager = False
+            self.etcd.close_watches()  # the trigger watch ends; the others start again
+            if not self.config.EtcdEndpoints:
+                self.cluster.leave()
+                log.info("Stopped ETCD service due to demotion")
+
+    def _collect(self):
+        _, (states, clients) = self.etcd.txn([], [kv.get(STAT, prefix=True), kv.get(CLIENT, prefix=True)])
+        used = {item.key[len(CLIENT):].rpartition("_")[0] for item in clients}
+        states = {item.key[len(STAT):]: item.value for item in states if "/" not in item.key}
+        for name, state in states.items():
+            if state == MOUNTED and name not in used:
+                log.info("No node uses %s any more: its file server stops", name)
+                self._increment(STOP + name)
+        for name in self.servers.volumes_served():
+            if name not in states:
+                log.info("The service for VSSD volume %s needs to be shutdown.", name)
+                self.servers.stop(name, self.timeout)
+
     # -- the managers: starting and stopping file servers -------------------------------------------
+
+    def _start_manager_threads(self):
+        threading.Thread(target=self._watch_triggers, name="watch", daemon=True).start()
+        threading.Thread(target=self._check_servers, name="servers-check", daemon=True).start()
+
+    def _check_servers(self):
+        """Every SERVER_CHECK seconds: a file server that swarm started again
+        on another node (its node died) has its new address and port put in
+        SVOLS_info, which the clients' relays follow."""
+        while not self.stopping.wait(SERVER_CHECK) and self.manager:
+            try:
+                if not self.cluster.is_manager():
+                    continue  # demoted: the helper loop will see it
+                for item in self.etcd.range(STAT, prefix=True):
+                    if "/" not in item.key and item.value == MOUNTED:
+                        self._follow_server(item.key[len(STAT):])
+            except (EtcdError, DockerError, DockerUnavailable, ValueError) as exc:
+                log.warning("Checking the file servers failed: %s", exc)
+
+    def _follow_server(self, name):
+        info = self.etcd.get(INFO + name)
+        service = self.servers.find(name)
+        if info is None or service is None:
+            return
+        found = self.servers.running(service["ID"])
+        details = json.loads(info)
+        if found is None or found == (details.get("address"), details.get("port")):
+            return
+        details.update(address=found[0], port=found[1])
+        moved, _ = self.etcd.txn([kv.value_is(INFO + name, info)], [kv.put(INFO + name, json.dumps(details))])
+        if moved:
+            log.info("The file server of %s moved to %s:%s", name, *found)
 
     def _watch_triggers(self):
         """Watch the start and stop triggers; after each (re)connection, first
         handle what was missed (a trigger its marker does not match)."""
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and self.manager:
             try:
                 revision = self.etcd.revision() + 1
                 self._catch_up()
-                while not self.stopping.is_set():
+                while not self.stopping.is_set() and self.manager:
                     revision = self.etcd.watch("SVOLS_st", revision, self._on_event)
-                    if not self.stopping.is_set():
+                    if not self.stopping.is_set() and self.manager:
                         self.stopping.wait(1)
                         self._catch_up()
             except EtcdError as exc:
@@ -387,6 +524,10 @@ class VfileDriver(RefcountedDriver):
                          args=(name, value), name=f"{trigger}{name}", daemon=True).start()
 
     def _won(self, marker, name, value):
+        """Whether this manager handles an event: it is a manager now (a node
+        demoted a moment ago learns it in the helper loop) and moved the marker."""
+        if not self.cluster.is_manager(fresh=True):
+            return False
         won, _ = self.etcd.txn([kv.value_is_not(marker + name, value)], [kv.put(marker + name, value)])
         return won
 

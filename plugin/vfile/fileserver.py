@@ -78,16 +78,16 @@ class FileServers:
     def running(self, service_id):
         """(node address, port) of the service's running task, or None."""
         for task in self._tasks(service_id) or []:
-            if task.get("Status", {}).get("State") != "running":
+            # A task of a node that died stays "running" until swarm hears from it.
+            if task.get("Status", {}).get("State") != "running" or task.get("DesiredState") != "running":
                 continue
             ports = task["Status"].get("PortStatus", {}).get("Ports") or []
             port = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == SMB_PORT), None)
             if not port:
                 continue
-            node = self.docker.get(f"/nodes/{quote(task['NodeID'])}")
-            address = node.get("Status", {}).get("Addr")
-            if address and address != "0.0.0.0":
-                return address, port
+            node = self.docker.get(f"/nodes/{quote(task['NodeID'])}").get("Status", {})
+            if node.get("State") == "ready" and node.get("Addr") not in (None, "", "0.0.0.0"):
+                return node["Addr"], port
         return None
 
     def stop(self, volume, timeout):

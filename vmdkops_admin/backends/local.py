@@ -216,6 +216,18 @@ class LocalBackend(Backend):
             inventory["vms"].append({"name": name, "uuid": vm_uuid, "datastore": datastore})
         return VirtualMachine(name, vm_uuid, datastore)
 
+    def set_power(self, name, on):
+        """Mark a VM powered on or off (a VM of this machine has no power of
+        its own to read: the administrator says what happened to it)."""
+        with self._edit() as inventory:
+            found = next((vm for vm in inventory["vms"] if vm["name"] == name), None)
+            if found is None:
+                raise NotFound(f"Cannot find vm {name}")
+            found["power"] = "on" if on else "off"
+
+    def powered_off(self, vm_uuid):
+        return any(vm["uuid"] == vm_uuid and vm.get("power") == "off" for vm in self._load()["vms"])
+
     def remove_vm(self, name):
         with self._edit() as inventory:
             vms = [vm for vm in inventory["vms"] if vm["name"] != name]
@@ -435,6 +447,8 @@ class LocalBackend(Backend):
         """Attach to ``vm``: the same VM again gets its existing slot; a disk
         on another VM (of this host or, by its claim, of another host sharing
         the datastore) is refused, and nothing is left changed."""
+        if self.powered_off(vm.uuid):
+            raise VmdkopsError(f"VM {vm.name} is powered off")
         path = os.path.realpath(descriptor)
         _, extent = vmdkfile.read_extent(path)
         with self._attachments() as state:

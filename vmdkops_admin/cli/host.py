@@ -3,7 +3,7 @@
 
 import click
 
-from .options import backend, command, group, output_format_option
+from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
 
 DATASTORE_COLUMNS = (
@@ -83,6 +83,20 @@ def register(cli):
             raise AlreadyExists(f"VM {found.name} already has a credential; use --rotate to "
                                 "replace it (the old one stops working)")
         emit_message(token)
+
+    @command(vm, "power", "Say that a VM (local backend) is powered off or on: powered off, its "
+             "volumes are detached so that other VMs can use them, and it can attach none")
+    @click.option("--name", required=True, help="The name (or uuid) of the VM")
+    @click.argument("state", type=click.Choice(["off", "on"]))
+    def vm_power(name, state):
+        from ..errors import VmdkopsError
+        from ..volume_admin import power
+
+        inventory = backend()
+        if not hasattr(inventory, "set_power"):
+            raise VmdkopsError(f"The {inventory.name} backend's VMs are powered in vSphere: vmdk-opsd "
+                               "detaches the volumes of a VM that powers off")
+        emit_message(with_db(power, optional=True)(inventory, name, state == "on"))
 
     @command(vm, "ls", "List VMs", audited=False)
     @output_format_option

@@ -1,0 +1,85 @@
+"""``vfile --check [--repair]``: what the shared volumes' state in etcd, the
+file server services and the base volumes disagree on, with a remedy for
+each; ``--repair`` does what is safe (nothing that holds data is deleted).
+Read-only without ``--repair``. Exit status 0 when all agree (or all was
+repaired), 1 when something is left, 2 when etcd or Docker cannot be asked."""
+
+import json
+import secrets
+import sys
+
+from ..docker_api import DockerError, DockerUnavailable
+from . import etcd as kv
+from .etcd import EtcdError
+from .fileserver import BASE_PREFIX
+
+USER = "vfile"
+
+
+def findings(driver):
+    """(volume, problem, remedy, repair or None) of everything that disagrees."""
+    from .driver import CLIENT, INFO, MOUNTED, STAT, _keys
+
+    etcd, servers = driver.etcd, driver.servers
+    _, (states, clients) = etcd.txn([], [kv.get(STAT, prefix=True), kv.get(CLIENT, prefix=True)])
+    states = {item.key[len(STAT):]: item.value for item in states if "/" not in item.key}
+    used = {item.key[len(CLIENT):].rpartition("_")[0] for item in clients}
+    served = set(servers.volumes_served())
+    bases = {v["Name"][len(BASE_PREFIX):].split("@")[0]
+             for v in driver.docker.get("/volumes").get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
+    found = []
+    for name in sorted(served - set(states)):
+        found.append((name, "a file server runs for a volume that is gone",
+                      f"stop it: docker service rm vFileServer{name}",
+                      lambda name=name: servers.stop(name, driver.timeout)))
+    for name in sorted(bases - set(states)):
+        def adopt(name=name):
+            info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": {}}
+            etcd.txn([kv.absent(STAT + name)],
+                     [kv.put(STAT + name, "Ready"), kv.put(INFO + name, json.dumps(info))]
+                     + [kv.put(key, "0") for key in _keys(name)[2:]])
+        found.append((name, f"a base volume {BASE_PREFIX}{name} without metadata",
+                      f"make it a shared volume again (--repair), or remove it: docker volume rm "
+                      f"{BASE_PREFIX}{name}", adopt))
+    for name in sorted(set(states) - bases):
+        if states[name] == "Creating":
+            continue
+        found.append((name, "metadata without a base volume (its data is gone)",
+                      "remove the metadata (--repair), or docker volume rm it",
+                      None if name in used else lambda name=name: etcd.txn(
+                          [], [kv.delete(key) for key in _keys(name)])))
+    for name, state in sorted(states.items()):
+        if state == MOUNTED and name not in used and name in bases:
+            found.append((name, "a file server runs that no node uses", "stop it (--repair)",
+                          lambda name=name: driver._increment("SVOLS_stop_trigger_" + name)))
+    return found
+
+
+def run(driver, repair):
+    try:
+        found = findings(driver)
+    except (EtcdError, DockerError, DockerUnavailable) as exc:
+        print(f"vfile: cannot check: {exc}", file=sys.stderr)
+        return 2
+    if not found:
+        print("etcd, the file servers and the base volumes agree.")
+        return 0
+    left = 0
+    rows = [("Volume", "Problem", "Remedy")]
+    for name, problem, remedy, fix in found:
+        if repair and fix is not None:
+            try:
+                fix()
+                remedy = "repaired"
+            except (EtcdError, DockerError, DockerUnavailable, OSError) as exc:
+                remedy = f"repair failed: {exc}"
+                left += 1
+        else:
+            left += 1
+        rows.append((name, problem, remedy))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * width for width in widths))
+    return 1 if left else 0

@@ -1,0 +1,299 @@
+"""Shared volumes survive what swarms do (the resilience issue): role
+changes, a manager down and a lost quorum, a node that dies while mounted,
+the file server's node that dies, plugin restarts and orphans. On a swarm
+of three managers and a worker (node4), each test leaving it as it found it."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from swarm_env import run, start_swarm, stop_swarm, wait
+from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
+
+LEASE_TTL, HELPER_INTERVAL = 10, 15
+
+
+@pytest.fixture(scope="module")
+def swarm4(tmp_path_factory, samba_image, busybox_dir, swarm_parts):
+    running = start_swarm(str(tmp_path_factory.mktemp("swarm4")), samba_image, busybox_dir,
+                          vms=("VM1", "VM2", "VM3", "VM4"), managers=3)
+    try:
+        yield running
+    finally:
+        stop_swarm(running)
+
+
+@pytest.fixture
+def made(swarm4):
+    """Containers and volumes a test made, removed whatever happened."""
+    things = {"volumes": [], "containers": []}
+    yield things
+    for node, container in things["containers"]:
+        if node.dockerd.poll() is None:
+            node.docker("rm", "-f", container, check=False)
+    manager = next(n for n in swarm4.nodes if n.dockerd.poll() is None)
+    for volume in things["volumes"]:
+        wait(lambda: manager.docker("volume", "rm", volume, check=False).returncode == 0
+             or volume not in volumes(manager), 60, 0.5)
+
+
+def unique():
+    return f"vfr{uuid.uuid4().hex[:8]}"
+
+
+def node_id(node):
+    return node.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
+
+
+def etcd_members(node):
+    out = run(node.inside(["etcdctl", "--endpoints=127.0.0.1:2379", "member", "list", "-w", "json"]),
+              env=dict(os.environ, ETCDCTL_API="3"), check=False).stdout
+    return sorted(m.get("name", "") for m in json.loads(out).get("members", [])) if out.strip() else []
+
+
+def managers(swarm):
+    """The node IDs of the swarm's managers, as a manager that answers says."""
+    for node in swarm.nodes:
+        if node.dockerd.poll() is None:
+            listed = node.docker("node", "ls", "-f", "role=manager", "--format", "{{.ID}}", check=False)
+            if listed.returncode == 0:
+                return sorted(listed.stdout.split())
+    return None
+
+
+def server_node(swarm, volume):
+    """The node where the volume's file server runs now."""
+    manager = next(n for n in swarm.nodes if n.dockerd.poll() is None)
+    ids = manager.docker("service", "ps", "-q", "-f", "desired-state=running", f"vFileServer{volume}").stdout.split()
+    tasks = [t for t in json.loads(manager.docker("inspect", *ids).stdout) if t["Status"]["State"] == "running"] \
+        if ids else []
+    nodes = {node_id(n): n for n in swarm.nodes if n.dockerd.poll() is None}
+    return nodes.get(tasks[0]["NodeID"]) if tasks else None
+
+
+def test_a_plugin_restart_keeps_the_mounts_and_the_counts(swarm4, made):
+    """SIGKILL the vfile plugin of a node where two containers use a volume:
+    they go on reading and writing; the restarted plugin counts them again,
+    neither unmounting nor counting twice. A manager's restart keeps its etcd member."""
+    node, manager = swarm4.nodes[3], swarm4.nodes[0]
+    volume = unique()
+    made["volumes"].append(volume)
+    node.docker("volume", "create", "-d", "vfile", volume)
+    first = start(node, volume, "i=0; while true; do i=$((i+1)); echo $i > /data/a; sleep 0.2; done")
+    second = start(node, volume)
+    made["containers"] += [(node, first), (node, second)]
+    members = etcd_members(manager)
+    for victim in (node, manager):
+        victim.vfile.send_signal(signal.SIGKILL)
+        victim.vfile.wait()
+    time.sleep(1)
+    assert node.docker("exec", second, "cat", "/data/a").returncode == 0  # still served meanwhile
+    node.start_vfile()
+    manager.start_vfile()
+    assert f"Volume name={volume} count=2 mounted=true" in node.vfile_log()
+    before = int(node.docker("exec", second, "cat", "/data/a").stdout)
+    time.sleep(1)
+    assert int(node.docker("exec", second, "cat", "/data/a").stdout) > before
+    assert status(manager, volume)["Global Refcount"] == 1
+    assert etcd_members(manager) == members
+    node.docker("rm", "-f", first)
+    assert status(manager, volume)["Global Refcount"] == 1  # the other container still has it
+    node.docker("exec", second, "sh", "-c", "echo still > /data/b")
+    node.docker("rm", "-f", second)
+    assert status(manager, volume)["Global Refcount"] == 0
+    assert wait(lambda: status(manager, volume)["Volume Status"] == "Ready", 30, 0.5)
+
+
+def test_a_dead_nodes_mounts_stop_counting(swarm4, made):
+    """A node that dies while it mounts a volume: its client key goes with
+    its lease; as the last user, the file server stops and the base volume
+    is let go. Back after that, it does not count again."""
+    victim, manager = swarm4.nodes[3], swarm4.nodes[0]
+    volume = unique()
+    made["volumes"].append(volume)
+    manager.docker("volume", "create", "-d", "vfile", volume)
+    victim.docker("node", "update", "--availability", "drain", node_id(victim), check=False)
+    manager.docker("node", "update", "--availability", "drain", node_id(victim))  # the server runs elsewhere
+    try:
+        start(victim, volume)
+        assert status(manager, volume)["Clients"] == [victim.address]
+        victim.kill()
+        died = time.monotonic()
+        assert wait(lambda: status(manager, volume)["Global Refcount"] == 0, LEASE_TTL + HELPER_INTERVAL + 10, 0.5)
+        assert status(manager, volume)["Clients"] is None
+        assert wait(lambda: f"vFileServer{volume}" not in file_servers(swarm4)
+                    and status(manager, volume)["Volume Status"] == "Ready", HELPER_INTERVAL + 30, 0.5)
+        released = time.monotonic() - died
+        assert wait(lambda: swarm4.executor.ok("VM1", "get", f"_vF_{volume}")["status"] == "detached", 30, 0.5)
+        assert released <= LEASE_TTL + HELPER_INTERVAL + 15, released
+        victim.revive()
+        assert status(victim, volume)["Global Refcount"] == 0
+        assert victim.share_mounts() == []
+    finally:
+        if victim.dockerd.poll() is not None:
+            victim.revive()
+        manager.docker("node", "update", "--availability", "active", node_id(victim))
+
+
+def test_the_file_servers_node_dies(swarm4, made, admin, monkeypatch):
+    """Kill the node running the file server while two others mount the
+    volume and one writes; power its VM off: the server runs again
+    elsewhere, the clients' mounts work again without a restart, and every
+    write that returned before the failure is there."""
+    monkeypatch.setenv("VMDKOPS_HOME", swarm4.home)
+    manager, writer_node, reader_node, victim = swarm4.nodes[0], swarm4.nodes[1], swarm4.nodes[2], swarm4.nodes[3]
+    volume = unique()
+    made["volumes"].append(volume)
+    manager.docker("volume", "create", "-d", "vfile", volume)
+    others = [node_id(n) for n in swarm4.nodes[:3]]
+    for other in others:  # the server on node4
+        manager.docker("node", "update", "--availability", "drain", other)
+    try:
+        writer = start(writer_node, volume, 'i=0; while true; do i=$((i+1)); '
+                                            'if echo $i > /data/w$i && sync; then echo "ok $i"; fi; sleep 0.2; done')
+        reader = start(reader_node, volume)
+        made["containers"] += [(writer_node, writer), (reader_node, reader)]
+        assert server_node(swarm4, volume) is victim
+    finally:
+        for other in others:
+            manager.docker("node", "update", "--availability", "active", other)
+    time.sleep(1)
+    victim.kill()
+    written = [int(line.split()[1]) for line in writer_node.docker("logs", writer).stdout.split("\n") if line]
+    admin.ok("host vm power --name=VM4 off")
+    powered_off = time.monotonic()
+    try:
+        assert wait(lambda: len(writer_node.docker("logs", writer).stdout.split("\n")) > len(written) + 2, 60, 0.2)
+        failover = time.monotonic() - powered_off
+        assert failover <= 45, failover
+        assert server_node(swarm4, volume) in swarm4.nodes[:3]
+        for i in written:
+            assert reader_node.docker("exec", reader, "cat", f"/data/w{i}").stdout == f"{i}\n"
+        assert status(manager, volume)["Global Refcount"] == 2
+    finally:
+        admin.ok("host vm power --name=VM4 on")
+        victim.revive()
+
+
+def test_orphans_are_found_and_repaired(swarm4, made):
+    manager = swarm4.nodes[0]
+    image = manager.docker("image", "inspect", "-f", "{{.Id}}", "local/busybox").stdout.strip()
+    gone, lonely = unique(), unique()
+    manager.docker("service", "create", "-d", "--name", f"vFileServer{gone}", "--no-resolve-image", image,
+                   "sleep", "600")
+    assert wait(lambda: f"vFileServer{gone}" not in file_servers(swarm4), HELPER_INTERVAL + 15, 0.5)
+    manager.docker("volume", "create", "-d", "vsphere", f"_vF_{lonely}")
+    made["volumes"].append(lonely)
+
+    def check(*extra):
+        return subprocess.run(manager.inside([os.sys.executable, "-m", "plugin.vfile", "--config",
+                                              os.path.join(manager.dir, "vfile.conf"), "--docker_socket",
+                                              manager.socket, "--state_dir", manager.state_dir, "--check",
+                                              *extra]),
+                              capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(
+                                  os.path.abspath(__file__))), env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                                      os.path.dirname(os.path.abspath(__file__)))))
+
+    found = check()
+    assert found.returncode == 1, found.stderr
+    assert f"_vF_{lonely} without metadata" in found.stdout and "docker volume rm" in found.stdout
+    repaired = check("--repair")
+    assert repaired.returncode == 0 and "repaired" in repaired.stdout
+    assert lonely in volumes(manager) and status(manager, lonely)["Volume Status"] == "Ready"
+    assert check().stdout.strip() == "etcd, the file servers and the base volumes agree."
+    manager.docker("volume", "rm", f"_vF_{lonely}")  # its metadata is left without it
+    assert "metadata without a base volume" in check().stdout
+    assert check("--repair").returncode == 0
+    assert lonely not in volumes(manager) and etcd_keys(swarm4, lonely) == []
+
+
+def change_roles(swarm, promoted, demoted):
+    """Promote a node, wait until it is a reachable manager, then demote another;
+    then the etcd members are the managers within 30 s."""
+    manager = swarm.nodes[1]
+    manager.docker("node", "promote", node_id(promoted))
+    assert wait(lambda: manager.docker("node", "inspect", "-f", "{{.ManagerStatus.Reachability}}",
+                                       node_id(promoted), check=False).stdout.strip() == "reachable", 60, 0.5)
+    manager.docker("node", "demote", node_id(demoted))
+    expected = sorted(node_id(n) for n in swarm.nodes if n is not demoted and (
+        n is promoted or n.docker("info", "-f", "{{.Swarm.ControlAvailable}}").stdout.strip() == "true"))
+    assert wait(lambda: managers(swarm) == expected and etcd_members(manager) == expected,
+                HELPER_INTERVAL + 30, 1), (managers(swarm), etcd_members(manager), expected)
+
+
+def test_role_changes(swarm4, made):
+    """Promote the worker and demote a manager while a volume is mounted on
+    both: the etcd members follow the managers within 30 s, and volumes made
+    before and after work everywhere."""
+    first, worker = swarm4.nodes[0], swarm4.nodes[3]
+    before, after = unique(), unique()
+    made["volumes"] += [before, after]
+    worker.docker("volume", "create", "-d", "vfile", before)
+    on_worker = start(worker, before)
+    on_first = start(first, before)
+    made["containers"] += [(worker, on_worker), (first, on_first)]
+    try:
+        change_roles(swarm4, worker, first)
+        first.docker("volume", "create", "-d", "vfile", after)
+        assert after in volumes(worker) and before in volumes(first)
+        on_first_after = start(first, after)
+        made["containers"].append((first, on_first_after))
+        assert status(worker, before)["Global Refcount"] == 2 and status(worker, after)["Global Refcount"] == 1
+        for node, container in ((worker, on_worker), (first, on_first), (first, on_first_after)):
+            node.docker("rm", "-f", container)
+        assert wait(lambda: all(status(worker, v)["Volume Status"] == "Ready" for v in (before, after)), 30, 0.5)
+        for volume in (before, after):
+            worker.docker("volume", "rm", volume)
+    finally:
+        change_roles(swarm4, first, worker)
+
+
+def test_a_manager_down_and_a_lost_quorum(swarm4, made):
+    """One of three managers down: everything works from the others. Two
+    down: every operation fails within the service timeout, saying that etcd
+    has no quorum, and changes nothing. One back: all works, nothing lost."""
+    first, second, third, worker = swarm4.nodes
+    kept = unique()
+    made["volumes"].append(kept)
+    first.docker("volume", "create", "-d", "vfile", kept)
+    third.kill()
+    try:
+        for node in (first, second, worker):
+            volume = unique()
+            node.docker("volume", "create", "-d", "vfile", volume)
+            container = start(node, volume)
+            assert status(node, volume)["Global Refcount"] == 1
+            node.docker("rm", "-f", container)
+            assert wait(lambda: status(node, volume)["Volume Status"] == "Ready", 30, 0.5)
+            node.docker("volume", "rm", volume)
+        second.kill()
+        try:
+            for argv in (("volume", "create", "-d", "vfile", unique()),
+                         ("run", "--rm", "--network", "none", "--volume-driver", "vfile", "-v", f"{kept}:/data",
+                          "local/busybox", "true"),
+                         ("volume", "rm", kept)):
+                started = time.monotonic()
+                result = first.docker(*argv, check=False, timeout=120)
+                # Docker's rm asks Get first, and says only "No such volume" when Get fails.
+                assert result.returncode != 0 and ("etcd has no quorum" in result.stderr
+                                                   or argv[1] == "rm"), (argv, result.stderr)
+                assert time.monotonic() - started <= 45, argv
+            for endpoint in ("Get", "List", "Mount", "Remove"):
+                started = time.monotonic()
+                answer = plugin_call(worker, endpoint, {"Name": kept, "ID": "q"})
+                assert answer["Err"].startswith("etcd has no quorum (no leader)"), (endpoint, answer)
+                assert time.monotonic() - started <= 45, endpoint
+        finally:
+            second.revive()
+        assert wait(lambda: first.docker("volume", "inspect", kept, check=False).returncode == 0, 60, 1)
+        assert status(worker, kept)["Volume Status"] == "Ready"
+        container = start(worker, kept)
+        worker.docker("rm", "-f", container)
+    finally:
+        if third.dockerd.poll() is not None:
+            third.revive()
