@@ -10,6 +10,8 @@ import logging
 import os
 import socketserver
 
+from .refcount import DriverError
+
 log = logging.getLogger("vmdkops.plugin")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.1+json"
 

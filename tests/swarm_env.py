@@ -5,6 +5,7 @@ own dockerd in a mount namespace of its own, where the node's plugins run:
 the vsphere plugin (a "VM" of the test's vmdk-opsd) and the vfile plugin.
 Everything is stopped by pid and the namespaces removed afterwards."""
 
+import itertools
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ import time
 from docker_env import busybox_tar, docker_client
 from executor import REPO, stop_process
 
-SUBNET = "10.99.0"
+SUBNET = "10.99.0"  # on each swarm's own bridge
+_swarms = itertools.count()
 # Enter the node's network namespace, and a mount namespace of its own that
 # keeps the cgroup mounts (without them dockerd cannot start containers).
 WRAPPER = r'''
@@ -228,7 +230,7 @@ class Swarm:
         self.samba_tar = samba_tar
         self.busybox_dir = busybox_dir
         self.service_timeout = service_timeout
-        self.prefix = f"vf{os.getpid() % 100000}"
+        self.prefix = f"vf{os.getpid() % 100000}{chr(ord('a') + next(_swarms))}"  # two swarms may run at once
         self.hub = f"{self.prefix}hub"
         self.dir = tempfile.mkdtemp(prefix="vfswarm-", dir="/tmp")
         self.nodes = [Node(self, n, vm) for n, vm in enumerate(vms, 1)]

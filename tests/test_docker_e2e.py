@@ -191,6 +191,8 @@ def test_protocol(docker_host):
     assert status == 200 and json.loads(body)["Capabilities"] == {"Scope": "global"}
     assert post(host, "/VolumeDriver.Nope", b"{}")[0] == 404
     assert post(host, "/VolumeDriver.Create", b"{not json")[0] == 400
+    status, _, body = post(host, "/VolumeDriver.Get", b'{"Name": 5}')
+    assert (status, json.loads(body)["Err"]) == (500, "Name must be a string")
     status, _, body = post(host, "/VolumeDriver.Create", b'{"Name": "implicit", "Opts": null}')
     assert (status, json.loads(body)) == (200, {"Mountpoint": "", "Err": "", "Volumes": None,
                                                  "Volume": None, "Capabilities": {"Scope": ""}})

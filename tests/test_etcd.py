@@ -3,7 +3,6 @@ loopback (Debian's etcd): keys, transactions, leases, locks, watches, and
 clear errors within the timeout when the cluster is out of reach or has lost
 its quorum."""
 
-import os
 import shutil
 import signal
 import socket

@@ -12,18 +12,13 @@ from ..docker_api import DockerError, DockerUnavailable
 from . import etcd as kv
 from .etcd import EtcdError
 from .fileserver import BASE_PREFIX
-
-USER = "vfile"
+from .state import INFO, MOUNTED, STAT, STOP, USER, keys
 
 
 def findings(driver):
     """(volume, problem, remedy, repair or None) of everything that disagrees."""
-    from .driver import CLIENT, INFO, MOUNTED, STAT, _keys
-
     etcd, servers = driver.etcd, driver.servers
-    _, (states, clients) = etcd.txn([], [kv.get(STAT, prefix=True), kv.get(CLIENT, prefix=True)])
-    states = {item.key[len(STAT):]: item.value for item in states if "/" not in item.key}
-    used = {item.key[len(CLIENT):].rpartition("_")[0] for item in clients}
+    states, used = driver.store.states(), driver.store.used()
     served = set(servers.volumes_served())
     bases = {v["Name"][len(BASE_PREFIX):].split("@")[0]
              for v in driver.docker.get("/volumes").get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
@@ -37,7 +32,7 @@ def findings(driver):
             info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": {}}
             etcd.txn([kv.absent(STAT + name)],
                      [kv.put(STAT + name, "Ready"), kv.put(INFO + name, json.dumps(info))]
-                     + [kv.put(key, "0") for key in _keys(name)[2:]])
+                     + [kv.put(key, "0") for key in keys(name)[2:]])
         found.append((name, f"a base volume {BASE_PREFIX}{name} without metadata",
                       f"make it a shared volume again (--repair), or remove it: docker volume rm "
                       f"{BASE_PREFIX}{name}", adopt))
@@ -47,11 +42,11 @@ def findings(driver):
         found.append((name, "metadata without a base volume (its data is gone)",
                       "remove the metadata (--repair), or docker volume rm it",
                       None if name in used else lambda name=name: etcd.txn(
-                          [], [kv.delete(key) for key in _keys(name)])))
+                          [], [kv.delete(key) for key in keys(name)])))
     for name, state in sorted(states.items()):
         if state == MOUNTED and name not in used and name in bases:
             found.append((name, "a file server runs that no node uses", "stop it (--repair)",
-                          lambda name=name: driver._increment("SVOLS_stop_trigger_" + name)))
+                          lambda name=name: driver.store.increment(STOP + name)))
     return found
 
 

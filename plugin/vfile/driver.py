@@ -1,27 +1,17 @@
 """The vfile driver (spec plugin PART B, DESIGN D11-D14): a shared volume
 ``<v>`` is a base volume ``_vF_<v>`` of the internal driver, served over SMB
-by the swarm service ``vFileServer<v>`` while any node mounts it, and its
-state is kept in etcd under the original's keys:
-
-    SVOLS_stat_<v>            Creating -> Ready -> Mounted -> Ready
-    SVOLS_info_<v>            {"username", "password", "address", "port",
-                               "serviceName", "opts"}: the server and the
-                               volume's own random SMB password
-    SVOLS_start_trigger_<v>   counters the mounting and unmounting nodes
-    SVOLS_stop_trigger_<v>    increment; the managers watch them and one
-    SVOLS_start_marker_<v>    wins each event by moving the marker to the
-    SVOLS_stop_marker_<v>     trigger's value (compare-and-put)
-    SVOLS_client_<v>_<node>   the node's address while it has the volume
-                              mounted, bound to the node's lease
+by the swarm service ``vFileServer<v>`` while any node mounts it, its state
+in etcd (``state``). This module is what every node does: Docker's volume
+operations, the node's lease and mounts, following its swarm role; the
+managers' own part is ``managers``.
 
 Changes from the original (D12): create is create-if-absent; the global
-refcount is the number of live client keys (no SVOLS_gref_ key: a dead
-node's mounts expire with its lease); locks are lease-bound mutexes;
-names are checked at create; Remove is refused while any node mounts."""
+refcount is the number of live client keys; locks are lease-bound
+mutexes; names are checked at create; Remove is refused while any node
+mounts."""
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -32,37 +22,17 @@ from ..refcount import DriverError, RefcountedDriver
 from . import etcd as kv
 from .cluster import Cluster, NotReady
 from .etcd import EtcdError
-from .fileserver import FileServers, ServerFailed, base_volume, service_name
+from .fileserver import FileServers, base_volume
+from .managers import Managers
 from .relay import Relays
 from .smb import MountFailed, method
+from .state import (CLIENT, CREATING, INFO, MOUNTED, READY, START, STAT, STOP, USER, State, check_name,
+                    clients, keys)
 
 log = logging.getLogger("vmdkops.plugin")
-
-STAT, INFO, CLIENT = "SVOLS_stat_", "SVOLS_info_", "SVOLS_client_"
-START, STOP = "SVOLS_start_trigger_", "SVOLS_stop_trigger_"
-START_MARK, STOP_MARK = "SVOLS_start_marker_", "SVOLS_stop_marker_"
-CREATING, READY, MOUNTED = "Creating", "Ready", "Mounted"
 NOT_INITIALIZED = "VSSD volume driver is not fully initialized yet."
-USER = "vfile"
 LEASE_TTL = 10
 HELPER_INTERVAL = 15
-SERVER_CHECK = 2
-# A DNS name component: the name is part of the service's name, vFileServer<v>
-# (at most 63 characters).
-NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,50}[A-Za-z0-9])?$")
-
-
-def check_name(name):
-    if not NAME.match(name or ""):
-        raise DriverError(
-            f"Invalid volume name '{name}': the name of a shared volume is part of its file server's "
-            "DNS name, so it may have only letters, digits and '-', must start and end with a letter "
-            "or digit, and have at most 52 characters")
-
-
-def _keys(volume):
-    return [STAT + volume, INFO + volume, START + volume, STOP + volume, START_MARK + volume,
-            STOP_MARK + volume]
 
 
 class VfileDriver(RefcountedDriver):
@@ -76,7 +46,8 @@ class VfileDriver(RefcountedDriver):
         self.servers = FileServers(self.docker, config)
         self.mounter = method(config.MountMethod, config.StateDir)
         self.relays = Relays(config.StateDir)
-        self.manager = False
+        self.store = State(self.etcd, config.ServiceTimeout)
+        self.managers = Managers(self)
         self.initialized = threading.Event()
         self.stopping = threading.Event()
         self.lease = None
@@ -104,13 +75,13 @@ class VfileDriver(RefcountedDriver):
         if self.stopping.is_set():
             return
         threading.Thread(target=self._keep_lease, name="lease", daemon=True).start()
-        self.manager = self.cluster.is_manager()
-        if self.manager:
-            self._start_manager_threads()
+        if self.cluster.is_manager():
+            self.managers.start()
         threading.Thread(target=self._follow_servers, name="servers", daemon=True).start()
         self.initialized.set()
         log.info("VSSD plugin is initialized: node=%s address=%s manager=%s etcd=%s",
-                 self.cluster.node_id, self.cluster.address, self.manager, ",".join(self.cluster.endpoints()))
+                 self.cluster.node_id, self.cluster.address, self.managers.active,
+                 ",".join(self.cluster.endpoints()))
         if self.recover():
             self._reconcile_clients()
             for name in self.relays.volumes():
@@ -170,7 +141,7 @@ class VfileDriver(RefcountedDriver):
         made, ranges = self.etcd.txn(
             [kv.absent(STAT + name)],
             [kv.put(STAT + name, CREATING), kv.put(INFO + name, json.dumps(info))]
-            + [kv.put(key + name, "0") for key in (START, STOP, START_MARK, STOP_MARK)],
+            + [kv.put(key, "0") for key in keys(name)[2:]],
             [kv.get(INFO + name)])
         if not made:
             stored = json.loads(ranges[0][0].value).get("opts", {}) if ranges and ranges[0] else {}
@@ -190,7 +161,7 @@ class VfileDriver(RefcountedDriver):
                               "while it was being created")
 
     def _forget(self, name):
-        self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.delete(key) for key in _keys(name)])
+        self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.delete(key) for key in keys(name)])
 
     def remove(self, name):
         self._initialized()
@@ -202,16 +173,16 @@ class VfileDriver(RefcountedDriver):
         while True:
             unlock = self._lock(name)
             try:
-                _, (stat, clients) = self.etcd.txn(
-                    [], [kv.get(STAT + name), kv.get(CLIENT + name + "_", prefix=True)])
+                _, (stat, users) = self.etcd.txn(
+                    [], [kv.get(STAT + name), kv.get(clients(name), prefix=True)])
                 if not stat:
                     return  # gone already
-                if clients:
+                if users:
                     raise DriverError(f"Remove failed: volume {name} is mounted on node(s) "
-                                      f"{', '.join(sorted(c.value for c in clients))}")
+                                      f"{', '.join(sorted(c.value for c in users))}")
                 if stat[0].value != MOUNTED:
                     self._delete_base(name)
-                    self.etcd.txn([], [kv.delete(key) for key in _keys(name)])
+                    self.etcd.txn([], [kv.delete(key) for key in keys(name)])
                     return
             finally:
                 unlock()
@@ -219,8 +190,8 @@ class VfileDriver(RefcountedDriver):
             # need the lock this loop just let go).
             if time.monotonic() > deadline:
                 raise DriverError(f"Remove failed: the file server of volume {name} did not stop")
-            self._increment(STOP + name)
-            self._wait_for(name, READY)
+            self.store.increment(STOP + name)
+            self.store.wait_for(name, READY)
 
     def _delete_base(self, name):
         """Delete the base volume; the file server's task may still hold it a moment."""
@@ -260,8 +231,8 @@ class VfileDriver(RefcountedDriver):
             if not stat:
                 raise DriverError("No such volume")
             if stat[0].value != MOUNTED:
-                self._increment(START + name)
-                info = self._wait_for(name, MOUNTED)
+                self.store.increment(START + name)
+                info = self.store.wait_for(name, MOUNTED)
             else:
                 info = json.loads(info[0].value)
             try:
@@ -288,8 +259,8 @@ class VfileDriver(RefcountedDriver):
         """After this node stopped using a volume: if no node uses it, ask
         the managers to stop its file server (they check again, locked)."""
         try:
-            if not self.etcd.range(CLIENT + name + "_", prefix=True):
-                self._increment(STOP + name)
+            if not self.etcd.range(clients(name), prefix=True):
+                self.store.increment(STOP + name)
         except EtcdError as exc:
             log.warning("Could not ask for the file server of %s to stop: %s", name, exc)
 
@@ -312,18 +283,18 @@ class VfileDriver(RefcountedDriver):
 
     def get(self, name):
         self._initialized()
-        _, (stat, info, clients) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name),
-                                                      kv.get(CLIENT + name + "_", prefix=True)])
+        _, (stat, info, users) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name),
+                                                      kv.get(clients(name), prefix=True)])
         if not stat:
             raise DriverError("No such volume")
         try:
             details = json.loads(info[0].value) if info else {}
         except ValueError as exc:
             raise DriverError(f"Failed to unmarshal data. {exc}") from None
-        status = {"Volume Status": stat[0].value, "Global Refcount": len(clients),
+        status = {"Volume Status": stat[0].value, "Global Refcount": len(users),
                   "File server Port": details.get("port") or 0,
                   "Service name": details.get("serviceName") or "",
-                  "Clients": sorted(c.value for c in clients) or None}
+                  "Clients": sorted(c.value for c in users) or None}
         return {"Name": name, "Mountpoint": self.path(name), "Status": status}
 
     def list(self):
@@ -334,33 +305,8 @@ class VfileDriver(RefcountedDriver):
     def path(self, name):
         return self.mountpoint(name) if self.users(name) else ""
 
-    # -- etcd helpers ---------------------------------------------------------------------------
-
-    def _lock(self, name, which="gref"):
-        key = f"SVOLS_{which}_{name}-lock"
-        return self.etcd.lock(key, self.lease, self.timeout + 20)
-
-    def _increment(self, key):
-        deadline = time.monotonic() + 10
-        while True:
-            found = self.etcd.range(key)
-            if not found:
-                raise DriverError(f"AtomicIncr: no key found for {key}")
-            value = str(int(found[0].value or 0) + 1)
-            done, _ = self.etcd.txn([kv.value_is(key, found[0].value)], [kv.put(key, value)])
-            if done:
-                return value
-            if time.monotonic() > deadline:
-                raise DriverError("Timeout reached; AtomicIncr is not complete")
-
-    def _wait_for(self, name, state):
-        """The info of a volume once its state is ``state``."""
-        if not self.etcd.wait_until(STAT + name, state, self.timeout + 10):
-            raise DriverError("No such volume")
-        info = self.etcd.get(INFO + name)
-        if info is None:
-            raise DriverError("No such volume")
-        return json.loads(info)
+    def _lock(self, name):
+        return self.store.lock(name, self.lease)
 
     # -- this node: its registrations, and where the servers of its mounts are ---------------------
 
@@ -419,172 +365,21 @@ class VfileDriver(RefcountedDriver):
         while not self.stopping.wait(HELPER_INTERVAL):
             try:
                 self._follow_role()
-                if self.manager:
-                    self._collect()
+                if self.managers.active:
+                    self.managers.collect()
             except (EtcdError, NotReady, DockerError, DockerUnavailable, DriverError, OSError) as exc:
                 log.warning("Helper loop: %s", exc)
 
     def _follow_role(self):
         manager = self.cluster.is_manager(fresh=True)
-        if manager and not self.manager:
+        if manager and not self.managers.active:
             log.info("Node is promoted to manager, prepare to join ETCD cluster")
             if not self.config.EtcdEndpoints:
                 self.cluster.start_member()
-            self.manager = True
-            self._start_manager_threads()
-        elif self.manager and not manager:
+            self.managers.start()
+        elif self.managers.active and not manager:
             log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
-            self.manager = False
-            self.etcd.close_watches()  # the trigger watch ends; the others start again
+            self.managers.stop()
             if not self.config.EtcdEndpoints:
                 self.cluster.leave()
                 log.info("Stopped ETCD service due to demotion")
-
-    def _collect(self):
-        _, (states, clients) = self.etcd.txn([], [kv.get(STAT, prefix=True), kv.get(CLIENT, prefix=True)])
-        used = {item.key[len(CLIENT):].rpartition("_")[0] for item in clients}
-        states = {item.key[len(STAT):]: item.value for item in states if "/" not in item.key}
-        for name, state in states.items():
-            if state == MOUNTED and name not in used:
-                log.info("No node uses %s any more: its file server stops", name)
-                self._increment(STOP + name)
-        for name in self.servers.volumes_served():
-            if name not in states:
-                log.info("The service for VSSD volume %s needs to be shutdown.", name)
-                self.servers.stop(name, self.timeout)
-
-    # -- the managers: starting and stopping file servers -------------------------------------------
-
-    def _start_manager_threads(self):
-        threading.Thread(target=self._watch_triggers, name="watch", daemon=True).start()
-        threading.Thread(target=self._check_servers, name="servers-check", daemon=True).start()
-
-    def _check_servers(self):
-        """Every SERVER_CHECK seconds: a file server that swarm started again
-        on another node (its node died) has its new address and port put in
-        SVOLS_info, which the clients' relays follow."""
-        while not self.stopping.wait(SERVER_CHECK) and self.manager:
-            try:
-                if not self.cluster.is_manager():
-                    continue  # demoted: the helper loop will see it
-                for item in self.etcd.range(STAT, prefix=True):
-                    if "/" not in item.key and item.value == MOUNTED:
-                        self._follow_server(item.key[len(STAT):])
-            except (EtcdError, DockerError, DockerUnavailable, ValueError) as exc:
-                log.warning("Checking the file servers failed: %s", exc)
-
-    def _follow_server(self, name):
-        info = self.etcd.get(INFO + name)
-        service = self.servers.find(name)
-        if info is None or service is None:
-            return
-        found = self.servers.running(service["ID"])
-        details = json.loads(info)
-        if found is None or found == (details.get("address"), details.get("port")):
-            return
-        details.update(address=found[0], port=found[1])
-        moved, _ = self.etcd.txn([kv.value_is(INFO + name, info)], [kv.put(INFO + name, json.dumps(details))])
-        if moved:
-            log.info("The file server of %s moved to %s:%s", name, *found)
-
-    def _watch_triggers(self):
-        """Watch the start and stop triggers; after each (re)connection, first
-        handle what was missed (a trigger its marker does not match)."""
-        while not self.stopping.is_set() and self.manager:
-            try:
-                revision = self.etcd.revision() + 1
-                self._catch_up()
-                while not self.stopping.is_set() and self.manager:
-                    revision = self.etcd.watch("SVOLS_st", revision, self._on_event)
-                    if not self.stopping.is_set() and self.manager:
-                        self.stopping.wait(1)
-                        self._catch_up()
-            except EtcdError as exc:
-                log.warning("Watching the triggers failed: %s", exc)
-                self.stopping.wait(1)
-
-    def _catch_up(self):
-        markers = {k.key: k.value for k in self.etcd.range("SVOLS_st", prefix=True)}
-        for key, value in markers.items():
-            for trigger, marker in ((START, START_MARK), (STOP, STOP_MARK)):
-                if key.startswith(trigger):
-                    name = key[len(trigger):]
-                    if markers.get(marker + name) not in (None, value):
-                        self._handle(trigger, name, value)
-
-    def _on_event(self, kind, item, previous):
-        if kind != "PUT" or previous is None:
-            return
-        for trigger in (START, STOP):
-            if item.key.startswith(trigger):
-                self._handle(trigger, item.key[len(trigger):], item.value)
-
-    def _handle(self, trigger, name, value):
-        threading.Thread(target=self._start_server if trigger == START else self._stop_server,
-                         args=(name, value), name=f"{trigger}{name}", daemon=True).start()
-
-    def _won(self, marker, name, value):
-        """Whether this manager handles an event: it is a manager now (a node
-        demoted a moment ago learns it in the helper loop) and moved the marker."""
-        if not self.cluster.is_manager(fresh=True):
-            return False
-        won, _ = self.etcd.txn([kv.value_is_not(marker + name, value)], [kv.put(marker + name, value)])
-        return won
-
-    def _start_server(self, name, value):
-        try:
-            if not self._won(START_MARK, name, value):
-                return
-            unlock = self._lock(name, "stat")
-        except (EtcdError, DriverError) as exc:
-            log.error("Failed to start SMB server for %s: %s", name, exc)
-            return
-        try:
-            _, (stat, info) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name)])
-            if not stat or not info:
-                return
-            details = json.loads(info[0].value)
-            if stat[0].value == MOUNTED and self.servers.find(name) is not None:
-                log.info("Volume is already in desired state Mounted name=%s", name)
-                return
-            address, port = self.servers.start(name, details["username"], details["password"], self.timeout)
-            details.update(address=address, port=port, serviceName=service_name(name))
-            done, _ = self.etcd.txn([kv.value_is(STAT + name, stat[0].value)],
-                                    [kv.put(INFO + name, json.dumps(details)), kv.put(STAT + name, MOUNTED)])
-            if not done:
-                log.error("Failed to update state of %s from Ready to Mounted", name)
-        except (EtcdError, ServerFailed, DockerError, DockerUnavailable, KeyError, ValueError) as exc:
-            log.error("Failed to start SMB server for %s: %s", name, exc)
-        finally:
-            unlock()
-
-    def _stop_server(self, name, value):
-        try:
-            if not self._won(STOP_MARK, name, value):
-                return
-            # The mounts' lock first: a node that is mounting holds it until
-            # its client key is in, so no server is stopped under it.
-            unlock_mounts = self._lock(name)
-        except (EtcdError, DriverError) as exc:
-            log.error("Failed to stop SMB server for %s: %s", name, exc)
-            return
-        try:
-            unlock = self._lock(name, "stat")
-            try:
-                if self.etcd.range(CLIENT + name + "_", prefix=True):
-                    log.info("Volume %s still has global users, cannot stop the server", name)
-                    return
-                self.servers.stop(name, self.timeout)
-                _, (info,) = self.etcd.txn([], [kv.get(INFO + name)])
-                details = json.loads(info[0].value) if info else None
-                if details is not None:
-                    for key in ("address", "port", "serviceName"):
-                        details.pop(key, None)
-                    self.etcd.txn([kv.present(STAT + name)], [kv.put(STAT + name, READY),
-                                                              kv.put(INFO + name, json.dumps(details))])
-            finally:
-                unlock()
-        except (EtcdError, ServerFailed, DockerError, DockerUnavailable, DriverError, ValueError) as exc:
-            log.error("Failed to stop SMB server for %s: %s", name, exc)
-        finally:
-            unlock_mounts()
