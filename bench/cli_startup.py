@@ -27,14 +27,14 @@ def populate(home):
     os.environ["VMDKOPS_HOME"] = home
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config, db
+    from vmdkops_admin import config_admin, db
     from vmdkops_admin.backends import get_backend
     from vmdkops_admin.vmgroup import create
 
     backend = get_backend()
     for i in range(VMS):
         backend.add_vm(f"vm-{i:04d}")
-    config.init(backend, local=True)
+    config_admin.init(backend, local=True)
     engine = db.connect(db.sqlite_url(os.path.join(home, "auth-db")), "bench")
     per_group = VMS // VMGROUPS
     with Session(engine) as session:

@@ -27,12 +27,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 def cycles(home, cycles_per_client):
     from executor import Executor, release_loops
-    from vmdkops_admin import config
+    from vmdkops_admin import config_admin
     from vmdkops_admin.backends import get_backend
 
     os.environ["VMDKOPS_HOME"] = home
     backend = get_backend()
-    config.init(backend, local=True)
+    config_admin.init(backend, local=True)
     for i in range(8):
         backend.add_vm(f"bench-vm{i}")
     executor = Executor(home).start()
@@ -65,7 +65,7 @@ def populate_index(url, vmgroups=1000, vms=10000, volumes=100000):
     from sqlalchemy.orm import Session
 
     from vmdkops_admin import db
-    from vmdkops_admin.config import _create_schema
+    from vmdkops_admin.config_admin import _create_schema
     from vmdkops_admin.db.models import Privilege, Vm, VmGroup, Volume
 
     _create_schema(url)

@@ -26,7 +26,7 @@ def populate(home, volumes, datastores=4, vmgroups=50):
     from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config, db, sidecar
+    from vmdkops_admin import config_admin, db, sidecar
     from vmdkops_admin.backends import get_backend
     from vmdkops_admin.backends.vmdkfile import descriptor_text
     from vmdkops_admin.db.models import Volume
@@ -38,7 +38,7 @@ def populate(home, volumes, datastores=4, vmgroups=50):
         path = os.path.join(home, f"ds{d}")
         os.makedirs(path)
         stores.append(backend.add_datastore(f"ds{d}", path))
-    config.init(backend, local=True)
+    config_admin.init(backend, local=True)
     engine = db.connect(db.sqlite_url(os.path.join(home, "auth-db")), "bench")
     with Session(engine) as session:
         groups = []

@@ -89,10 +89,16 @@ def test_s75_unknown_datastore(admin, tenant1, command):
 
 
 def test_s75_special_datastores(admin, tenant1):
+    rows = lambda: {row[0]: row[1:] for row in access(admin, tenant1)}  # noqa: E731
+    assert rows() == {"_VM_DS": ("True", "Unset", "Unset")}  # the default datastore's access
     admin.ok("vmgroup access add --name=test_tenant1 --datastore=_ALL_DS")
+    assert rows()["_ALL_DS"] == ("False", "Unset", "Unset")
     admin.ok("vmgroup access set --name=test_tenant1 --datastore=_ALL_DS --allow-create=True")
+    assert rows()["_ALL_DS"] == ("True", "Unset", "Unset")
     admin.ok("vmgroup access rm --name=test_tenant1 --datastore=_ALL_DS")
+    assert "_ALL_DS" not in rows()
     admin.ok("vmgroup access set --name=test_tenant1 --datastore=_VM_DS --allow-create=False")
+    assert rows() == {"_VM_DS": ("False", "Unset", "Unset")}
 
 
 def test_s76_allow_create_toggles(admin):

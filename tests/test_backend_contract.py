@@ -133,3 +133,157 @@ def test_placement_limits(env):
     for d in disks[:len(replies)]:
         backend.detach(env.vm_a, d)
     assert backend.attached_disks(env.vm_a) == []
+
+
+def test_volume_of_and_the_listings(env):
+    backend = env.backend
+    descriptor = env.disk("listed", 20)
+    assert backend.volume_of(descriptor) == (env.datastore, GROUP, "listed")
+    [disk] = [d for d in backend.disks(env.datastore) if d.volume == "listed"]
+    assert disk.vmgroup_uuid == GROUP and backend.volume_of(disk.descriptor)[2] == "listed"
+    assert disk.capacity in (20 << 20, None)  # the simulator's browser has no capacity
+    gone = backend.descriptor(env.datastore, GROUP, "never-made")
+    allocated, missing = backend.allocated_bytes_many([descriptor, gone])
+    assert allocated == backend.disk_info(descriptor)[1] and missing is None
+
+
+def test_attachments_and_holders(env):
+    backend = env.backend
+    descriptor = env.disk()
+    reply = backend.attach(env.vm_a, descriptor)
+    assert (env.vm_a.uuid, descriptor, True) in [(u, d, present) for u, d, present in backend.attachments()]
+    assert backend.holders()[descriptor] == (env.vm_a.uuid, reply) == backend.attached_to(descriptor)
+    assert backend.stray_devices() == []
+    backend.detach(env.vm_a, descriptor)
+    assert descriptor not in backend.holders()
+    assert descriptor not in [d for _, d, _ in backend.attachments()]
+    if backend.name == "local":  # an attach interrupted after its loop device was made
+        import os
+        import subprocess
+
+        extent = os.path.realpath(descriptor[:-len(".vmdk")] + "-flat.vmdk")
+        device = subprocess.run(["losetup", "-f", "--show", extent], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        assert backend.stray_devices() == [(device, extent)]
+        backend.release_device(device, extent)
+    assert backend.stray_devices() == []
+
+
+def test_vmgroup_folders(env):
+    """A vmgroup renamed keeps its folder; a 1.0 vmgroup's folder moves to its
+    new uuid's (``config import``), once."""
+    backend = env.backend
+    descriptor = env.disk("kept")
+    backend.vmgroup_renamed(GROUP, "contract", "contract-renamed")
+    assert backend.disk_exists(descriptor)
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+    assert backend.vmgroup_folder_moved(env.datastore, old, new, "_DEFAULT") is None
+    backend.vmgroup_dir(env.datastore, old, "", create=True)
+    moving = backend.descriptor(env.datastore, old, "moving")
+    backend.create_disk(moving, 1, "thin")
+    moved = backend.descriptor(env.datastore, new, "moving")
+    env.made.append(moved)
+    assert backend.vmgroup_folder_moved(env.datastore, old, new, "_DEFAULT") == "moved"
+    assert backend.disk_exists(moved) and not backend.disk_exists(moving)
+    backend.vmgroup_dir(env.datastore, old, "", create=True)
+    assert backend.vmgroup_folder_moved(env.datastore, old, new, "_DEFAULT") == "exists"
+    backend.vmgroup_removed(GROUP, "contract-renamed")  # volumes left: the folder stays
+    assert backend.disk_exists(descriptor)
+
+
+def test_policies(env):
+    backend = env.backend
+    rules = '(("hostFailuresToTolerate" i1))'
+    scope = backend.policy_scope()
+    assert len(scope) == 2 and all(isinstance(part, str) for part in scope)
+    assert isinstance(backend.supports_policies(env.datastore), bool)
+    assert backend.find_external_policy("no-such-policy") is None
+    name = f"contract-{uuid.uuid4().hex[:6]}"
+    backend.policy_created(name, rules)
+    try:
+        backend.policy_updated(name, '(("hostFailuresToTolerate" i0))')
+        ours = [found for found, _, mine in backend.external_policies() if mine]
+        assert (name in ours) == (scope[0] == "SPBM")
+        descriptor = env.disk()
+        backend.apply_policy(descriptor, name, rules)
+        assert backend.read_metadata(descriptor)["storagePolicy"] == {"name": name, "content": rules}
+    finally:
+        backend.policy_removed(name)
+    assert name not in [found for found, _, _ in backend.external_policies()]
+
+
+def test_leftovers_and_the_shared_db_file(env):
+    backend = env.backend
+    shared = backend.shared_db_file(env.datastore)
+    if backend.name == "local":
+        assert shared.endswith("/dockvols/vmdkops_config.db")
+        folder = backend.vmgroup_dir(env.datastore, GROUP, "contract", create=True)
+        with open(f"{folder}/half-flat.vmdk", "wb") as f:
+            f.write(b"\0" * 512)
+        [left] = [x for x in backend.leftover_files() if x.volume == "half"]
+        assert not left.busy and left.datastore == env.datastore
+        backend.remove_leftover(left)
+    else:
+        assert shared is None  # the DB cannot be a file of this host there
+    assert [x for x in backend.leftover_files() if x.volume == "half"] == []
+
+
+def test_capabilities(env, tmp_path):
+    """What a backend declares it can do works; what it does not is refused
+    with a message, and changes nothing."""
+    import threading
+
+    from vmdkops_admin.backends import Backend, Unsupported
+
+    backend = env.backend
+    before = (backend.datastores(), backend.vms())
+    if backend.can(Backend.MANAGED_INVENTORY):
+        backend.add_datastore("DSX", str(tmp_path))
+        backend.add_vm("VMX", None, "DSX")
+        assert backend.find_vm("VMX").datastore == "DSX"
+        backend.remove_vm("VMX")
+        backend.remove_datastore("DSX")
+    else:
+        for refused in (lambda: backend.add_datastore("DSX", str(tmp_path)), lambda: backend.add_vm("VMX"),
+                        lambda: backend.remove_vm(env.vm_a.name),
+                        lambda: backend.remove_datastore(env.datastore.name)):
+            with pytest.raises(Unsupported, match="inventory is managed in vSphere"):
+                refused()
+    if backend.can(Backend.POWER):
+        backend.set_power(env.vm_b.name, False)
+        with pytest.raises(VmdkopsError, match="powered off"):
+            backend.attach(env.vm_b, env.disk())
+        backend.set_power(env.vm_b.name, True)
+    else:
+        with pytest.raises(Unsupported, match="powered in vSphere"):
+            backend.set_power(env.vm_b.name, False)
+    stop = threading.Event()
+    if backend.can(Backend.POWER_WATCH):
+        watch = threading.Thread(target=backend.watch_power_off, args=(lambda vms: None, stop))
+        watch.start()
+        stop.set()
+        backend.stop_watch()
+        watch.join(timeout=30)
+        assert not watch.is_alive()
+    else:
+        with pytest.raises(Unsupported):
+            backend.watch_power_off(lambda vms: None, stop)
+    assert (backend.datastores(), backend.vms()) == before
+    if backend.server() is None:
+        with pytest.raises(Unsupported):
+            backend.session_info()
+    else:
+        assert backend.session_info()["server"] == backend.server()
+        assert backend.space(env.datastore)[0] > 0
+
+
+def test_the_suite_covers_the_whole_contract():
+    """Every method of the declared contract is called by a test above."""
+    import inspect
+
+    from vmdkops_admin.backends import Backend
+
+    with open(__file__) as f:
+        source = f.read()
+    declared = [name for name, _ in inspect.getmembers(Backend, inspect.isfunction) if not name.startswith("_")]
+    assert [name for name in declared if f".{name}(" not in source] == []

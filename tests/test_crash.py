@@ -237,6 +237,8 @@ def test_lost_index_is_rebuilt_from_side_cars(executor, admin, inventory, home, 
         admin.ok("config", "init", "--db-url", f"{server}/{name}")
     assert parse_table(admin.ok("volume reconcile")) == [
         {"Volume": "a@DS1", "Problem": "on disk but not in the index", "Action": "indexed"}]
+    assert admin.ok("volume reconcile") == "Index, metadata, disks and attachments agree.\n"
+    assert executor.ok("VM1", "list") == [{"Name": "a@DS1", "Attributes": {}}]  # from the index
     rows = parse_table(admin.ok("volume ls -c volume,capacity,fstype,attached-to,created-by"))
     assert rows == [{"Volume": "a", "Capacity": "50MB", "Filesystem": "xfs", "Attached-to": "VM1",
                      "Created By": "VM1"}]

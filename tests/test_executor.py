@@ -66,6 +66,15 @@ def test_a_vm_gone_from_the_inventory_lists_nothing(executor, admin, inventory):
     assert volumes(executor, "VM1") == ["kept@DS1"]
 
 
+def test_a_removed_vms_credential_stops_working(executor, admin):
+    token = executor.token("VM3")
+    assert volumes(executor, "VM3") == []
+    admin.ok("host vm rm --name=VM3")
+    assert executor.call("VM3", "list", credential=token)["Error"].startswith(
+        "Unknown or missing VM credential")
+    assert volumes(executor, "VM1") == []  # other VMs' credentials still work
+
+
 def test_auth_scenario_quotas(executor, admin):
     """§17 "Auth unit": allow_create=0, max 500MB, quota 1000MB."""
     admin.ok("vmgroup create --name=vg1 --default-datastore=DS1 --vm-list=VM1")

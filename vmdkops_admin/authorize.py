@@ -13,9 +13,9 @@ from typing import Optional
 from sqlalchemy import func, select
 
 from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
-from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 from .db.models import Privilege, Vm, VmGroup, Volume
-from .errors import VmdkopsError
+from .errors import OPT_VOLUME_SIZE_INVALID, VmdkopsError
+from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 
 VM_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS]
 ALL_DS_URL = SPECIAL_DATASTORE_URLS[ALL_DS]
@@ -86,7 +86,7 @@ def check_create(rule, size_mb, used_mb):
     if not rule.allow_create:
         raise NotAuthorized("No create privilege")
     if size_mb <= 0:
-        raise NotAuthorized("Invalid volume size specified.")
+        raise NotAuthorized(OPT_VOLUME_SIZE_INVALID)
     if rule.max_volume_size is not None and size_mb > rule.max_volume_size:
         raise NotAuthorized("Volume size exceeds the max volume size limit")
     if rule.usage_quota is not None and used_mb + size_mb > rule.usage_quota:

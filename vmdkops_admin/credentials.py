@@ -9,6 +9,7 @@ import hmac
 import os
 import secrets
 
+from .jsonfile import locked_json
 from .paths import layout
 
 
@@ -23,8 +24,6 @@ def _digest(token):
 def issue(vm_uuid, rotate=False):
     """A new credential for a VM (replacing its old one), or None when the VM
     already has one and ``rotate`` is not set (tokens cannot be shown again)."""
-    from .backends.local import locked_json
-
     os.makedirs(layout().root, exist_ok=True)
     token = secrets.token_urlsafe(32)
     with locked_json(_path(), dict) as hashes:
@@ -38,8 +37,6 @@ def issue(vm_uuid, rotate=False):
 
 
 def revoke(vm_uuid):
-    from .backends.local import locked_json
-
     with locked_json(_path(), dict) as hashes:
         for digest in [d for d, uuid in hashes.items() if uuid == vm_uuid]:
             del hashes[digest]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
-from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 from .errors import InvalidArgument, VmdkopsError
+from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID, validate_volume
 from .progress import Progress
 
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
@@ -95,141 +95,186 @@ def row_text(row):
 def import_auth_db(session, backend, path, merge=False, dry_run=False, progress=None):
     """Import a legacy auth-db into the open config DB session; the report.
     ``progress(done, total)`` hears of each row."""
-    from sqlalchemy import func, select
-
-    from .db.models import Privilege, Vm, VmGroup, Volume
-    from .vmgroup import validate_name
-
     version, legacy = read_legacy(path)
-    report = Report(version=version)
-    for table in TABLES:
-        report.read[table] = len(legacy[table])
-    steps = Progress(sum(len(legacy[table]) for table in ("tenants", "vms", "privileges", "volumes")),
-                     progress)
-    match = _url_matcher(backend)
-
-    existing = session.scalars(select(VmGroup)).all()
-    pristine = (len(existing) == 1 and existing[0].name == DEFAULT_VMGROUP and not existing[0].vms
-                and not session.scalar(select(func.count(Volume.id))))
-    if existing and not pristine and not merge:
-        raise VmdkopsError("The config DB already has vmgroups; use --merge to import into it "
-                           "(clashing rows are reported, never overwritten)")
-    if pristine and not merge:
-        session.delete(existing[0])
-        session.flush()
-        existing = []
-    names = {g.name for g in session.scalars(select(VmGroup))}
-    uuids = {g.uuid for g in session.scalars(select(VmGroup))}
-    members = {vm.uuid for vm in session.scalars(select(Vm))}
-
-    # 1.0 gave _DEFAULT a random uuid; 1.1 fixed it (the original's offline step).
-    remap = {}
-    for tenant in legacy["tenants"]:
-        if tenant["name"] == DEFAULT_VMGROUP and tenant["id"] != DEFAULT_VMGROUP_UUID:
-            remap[tenant["id"]] = DEFAULT_VMGROUP_UUID
-            report.notes.append(f"_DEFAULT's uuid {tenant['id']} becomes {DEFAULT_VMGROUP_UUID}")
-
-    groups = {}  # legacy tenant id -> VmGroup
-    for tenant in legacy["tenants"]:
-        steps.advance()
-        group_uuid = remap.get(tenant["id"], tenant["id"])
-        name = tenant["name"]
-        try:
-            validate_name(name)
-        except InvalidArgument as exc:
-            report.skip("tenants", tenant, str(exc))
-            continue
-        if name in names or group_uuid in uuids:
-            report.skip("tenants", tenant, f"vmgroup {name} (or its uuid) exists already")
-            continue
-        url = tenant.get("default_datastore_url") or VM_DS_URL
-        matched = match(url)
-        if matched is None:
-            report.notes.append(f"vmgroup {name}: default datastore {url} is not in the "
-                                "inventory; _VM_DS is used instead")
-            matched = VM_DS_URL
-        group = VmGroup(uuid=group_uuid, name=name, description=tenant.get("description") or "",
-                        default_datastore_url=matched)
-        session.add(group)
-        groups[tenant["id"]] = group
-        names.add(name)
-        uuids.add(group_uuid)
-        report.imported["tenants"] += 1
-
-    inventory_names = {vm.uuid.lower(): vm.name for vm in backend.vms()}
-    for vm in legacy["vms"]:
-        steps.advance()
-        group = groups.get(vm["tenant_id"])
-        vm_uuid = str(vm["vm_id"] or "").lower()
-        if group is None:
-            report.skip("vms", vm, f"its vmgroup {vm['tenant_id']} was not imported or does not exist")
-        elif not vm_uuid:
-            report.skip("vms", vm, "no VM uuid")
-        elif vm_uuid in members:
-            report.skip("vms", vm, "the VM is in a vmgroup already")
-        else:
-            group.vms.append(Vm(uuid=vm_uuid, name=vm.get("vm_name") or inventory_names.get(vm_uuid)))
-            members.add(vm_uuid)
-            report.imported["vms"] += 1
-
-    seen = set()
-    for privilege in legacy["privileges"]:
-        steps.advance()
-        group = groups.get(privilege["tenant_id"])
-        url = privilege["datastore_url"]
-        if group is None:
-            report.skip("privileges", privilege,
-                        f"its vmgroup {privilege['tenant_id']} was not imported or does not exist")
-            continue
-        if url == LEGACY_DEFAULT_URL:
-            # 1.1 -> 1.2: _DEFAULT's legacy privilege becomes full access to _ALL_DS.
-            report.notes.append(f"{group.name}: the legacy _DEFAULT_URL privilege becomes _ALL_DS")
-            url, privilege = ALL_DS_URL, dict(privilege, allow_create=1, max_volume_size=0, usage_quota=0)
-        matched = match(url)
-        if matched is None:
-            report.skip("privileges", privilege, f"datastore {url} is not in the inventory")
-            continue
-        if (group.uuid, matched) in seen:
-            report.skip("privileges", privilege, "a privilege for this datastore was imported already")
-            continue
-        seen.add((group.uuid, matched))
-        group.privileges.append(Privilege(
-            datastore_url=matched, allow_create=bool(privilege.get("allow_create")),
-            max_volume_size=_mb(privilege.get("max_volume_size")),
-            usage_quota=_mb(privilege.get("usage_quota"))))
-        report.imported["privileges"] += 1
-    for group in groups.values():
-        # 1.1 -> 1.2: every vmgroup has full access to its default datastore.
-        if (group.uuid, group.default_datastore_url) not in seen:
-            group.privileges.append(Privilege(datastore_url=group.default_datastore_url,
-                                              allow_create=True))
-            seen.add((group.uuid, group.default_datastore_url))
-            report.notes.append(f"{group.name}: full access to its default datastore added")
-    session.flush()
-
-    indexed = set()
-    for volume in legacy["volumes"]:
-        steps.advance()
-        group = groups.get(volume["tenant_id"])
-        matched = match(volume["datastore_url"])
-        key = (volume["tenant_id"], matched, volume["volume_name"])
-        if group is None:
-            report.skip("volumes", volume, f"its vmgroup {volume['tenant_id']} was not imported or does not exist")
-        elif matched is None or matched in (VM_DS_URL, ALL_DS_URL):
-            report.skip("volumes", volume, f"datastore {volume['datastore_url']} is not in the inventory")
-        elif key in indexed:
-            report.skip("volumes", volume, "a duplicate of a volume row imported already")
-        elif not volume["volume_name"] or re.search(r"[/\\\x00]", volume["volume_name"]):
-            report.skip("volumes", volume, "not a valid volume name")
-        else:
-            indexed.add(key)
-            session.add(Volume(vmgroup_id=group.id, datastore_url=matched, name=volume["volume_name"],
-                               size_mb=int(volume.get("volume_size") or 0), options={}, state="ready"))
-            report.imported["volumes"] += 1
-    session.flush()
+    run = _Import(session, backend, legacy, Report(version=version), progress)
+    run.clear_target(merge)
+    run.tenants()
+    run.vms()
+    run.privileges()
+    run.volumes()
     if not dry_run:
-        _move_default_folders(backend, remap, report)
-    return report
+        _move_default_folders(backend, run.remap, run.report)
+    return run.report
+
+
+class _Import:
+    """One import, a table at a time; rows that cannot be imported are
+    skipped with the reason in the report."""
+
+    def __init__(self, session, backend, legacy, report, progress):
+        self.session, self.backend, self.legacy, self.report = session, backend, legacy, report
+        for table in TABLES:
+            report.read[table] = len(legacy[table])
+        self.steps = Progress(sum(len(legacy[table]) for table in ("tenants", "vms", "privileges", "volumes")),
+                              progress)
+        self.match = _url_matcher(backend)
+        self.groups = {}  # legacy tenant id -> VmGroup
+        self.remap = {}  # legacy tenant id -> the uuid it gets
+        self.seen = set()  # (vmgroup uuid, datastore url) of the privileges imported
+
+    def clear_target(self, merge):
+        """A config DB as ``config init`` made it is replaced; any other is
+        merged into with ``merge`` only."""
+        from sqlalchemy import func, select
+
+        from .db.models import VmGroup, Volume
+
+        existing = self.session.scalars(select(VmGroup)).all()
+        pristine = (len(existing) == 1 and existing[0].name == DEFAULT_VMGROUP and not existing[0].vms
+                    and not self.session.scalar(select(func.count(Volume.id))))
+        if existing and not pristine and not merge:
+            raise VmdkopsError("The config DB already has vmgroups; use --merge to import into it "
+                               "(clashing rows are reported, never overwritten)")
+        if pristine and not merge:
+            self.session.delete(existing[0])
+            self.session.flush()
+
+    def tenants(self):
+        from sqlalchemy import select
+
+        from .db.models import VmGroup
+        from .vmgroup import validate_name
+
+        report = self.report
+        names = {g.name for g in self.session.scalars(select(VmGroup))}
+        uuids = {g.uuid for g in self.session.scalars(select(VmGroup))}
+        # 1.0 gave _DEFAULT a random uuid; 1.1 fixed it (the original's offline step).
+        for tenant in self.legacy["tenants"]:
+            if tenant["name"] == DEFAULT_VMGROUP and tenant["id"] != DEFAULT_VMGROUP_UUID:
+                self.remap[tenant["id"]] = DEFAULT_VMGROUP_UUID
+                report.notes.append(f"_DEFAULT's uuid {tenant['id']} becomes {DEFAULT_VMGROUP_UUID}")
+        for tenant in self.legacy["tenants"]:
+            self.steps.advance()
+            group_uuid = self.remap.get(tenant["id"], tenant["id"])
+            name = tenant["name"]
+            try:
+                validate_name(name)
+            except InvalidArgument as exc:
+                report.skip("tenants", tenant, str(exc))
+                continue
+            if name in names or group_uuid in uuids:
+                report.skip("tenants", tenant, f"vmgroup {name} (or its uuid) exists already")
+                continue
+            url = tenant.get("default_datastore_url") or VM_DS_URL
+            matched = self.match(url)
+            if matched is None:
+                report.notes.append(f"vmgroup {name}: default datastore {url} is not in the "
+                                    "inventory; _VM_DS is used instead")
+                matched = VM_DS_URL
+            group = VmGroup(uuid=group_uuid, name=name, description=tenant.get("description") or "",
+                            default_datastore_url=matched)
+            self.session.add(group)
+            self.groups[tenant["id"]] = group
+            names.add(name)
+            uuids.add(group_uuid)
+            report.imported["tenants"] += 1
+
+    def _group(self, table, row):
+        """The imported vmgroup of a row, or None (the row skipped)."""
+        group = self.groups.get(row["tenant_id"])
+        if group is None:
+            self.report.skip(table, row, f"its vmgroup {row['tenant_id']} was not imported or does not exist")
+        return group
+
+    def vms(self):
+        from sqlalchemy import select
+
+        from .db.models import Vm
+
+        members = {vm.uuid for vm in self.session.scalars(select(Vm))}
+        inventory_names = {vm.uuid.lower(): vm.name for vm in self.backend.vms()}
+        for vm in self.legacy["vms"]:
+            self.steps.advance()
+            group = self._group("vms", vm)
+            vm_uuid = str(vm["vm_id"] or "").lower()
+            if group is None:
+                continue
+            if not vm_uuid:
+                self.report.skip("vms", vm, "no VM uuid")
+            elif vm_uuid in members:
+                self.report.skip("vms", vm, "the VM is in a vmgroup already")
+            else:
+                group.vms.append(Vm(uuid=vm_uuid, name=vm.get("vm_name") or inventory_names.get(vm_uuid)))
+                members.add(vm_uuid)
+                self.report.imported["vms"] += 1
+
+    def privileges(self):
+        from .db.models import Privilege
+
+        report, seen = self.report, self.seen
+        for privilege in self.legacy["privileges"]:
+            self.steps.advance()
+            group = self._group("privileges", privilege)
+            if group is None:
+                continue
+            url = privilege["datastore_url"]
+            if url == LEGACY_DEFAULT_URL:
+                # 1.1 -> 1.2: _DEFAULT's legacy privilege becomes full access to _ALL_DS.
+                report.notes.append(f"{group.name}: the legacy _DEFAULT_URL privilege becomes _ALL_DS")
+                url, privilege = ALL_DS_URL, dict(privilege, allow_create=1, max_volume_size=0, usage_quota=0)
+            matched = self.match(url)
+            if matched is None:
+                report.skip("privileges", privilege, f"datastore {url} is not in the inventory")
+                continue
+            if (group.uuid, matched) in seen:
+                report.skip("privileges", privilege, "a privilege for this datastore was imported already")
+                continue
+            seen.add((group.uuid, matched))
+            group.privileges.append(Privilege(
+                datastore_url=matched, allow_create=bool(privilege.get("allow_create")),
+                max_volume_size=_mb(privilege.get("max_volume_size")),
+                usage_quota=_mb(privilege.get("usage_quota"))))
+            report.imported["privileges"] += 1
+        for group in self.groups.values():
+            # 1.1 -> 1.2: every vmgroup has full access to its default datastore.
+            if (group.uuid, group.default_datastore_url) not in seen:
+                group.privileges.append(Privilege(datastore_url=group.default_datastore_url,
+                                                  allow_create=True))
+                seen.add((group.uuid, group.default_datastore_url))
+                report.notes.append(f"{group.name}: full access to its default datastore added")
+        self.session.flush()
+
+    def volumes(self):
+        from .db.models import Volume
+
+        report, indexed = self.report, set()
+        for volume in self.legacy["volumes"]:
+            self.steps.advance()
+            group = self._group("volumes", volume)
+            matched = self.match(volume["datastore_url"])
+            key = (volume["tenant_id"], matched, volume["volume_name"])
+            if group is None:
+                continue
+            if matched is None or matched in (VM_DS_URL, ALL_DS_URL):
+                report.skip("volumes", volume, f"datastore {volume['datastore_url']} is not in the inventory")
+            elif key in indexed:
+                report.skip("volumes", volume, "a duplicate of a volume row imported already")
+            elif problem := _name_problem(volume["volume_name"]):
+                report.skip("volumes", volume, f"not a valid volume name: {problem}")
+            else:
+                indexed.add(key)
+                self.session.add(Volume(vmgroup_id=group.id, datastore_url=matched, name=volume["volume_name"],
+                                        size_mb=int(volume.get("volume_size") or 0), options={}, state="ready"))
+                report.imported["volumes"] += 1
+        self.session.flush()
+
+
+def _name_problem(volume):
+    try:
+        validate_volume(volume or "")
+    except InvalidArgument as exc:
+        return str(exc)
+    return None
 
 
 def _move_default_folders(backend, remap, report):
@@ -237,19 +282,11 @@ def _move_default_folders(backend, remap, report):
     to the fixed uuid's folder, as the original's offline step did."""
     for old, new in remap.items():
         for ds in backend.datastores():
-            source = os.path.join(ds.path, "dockvols", old)
-            target = os.path.join(ds.path, "dockvols", new)
-            if not os.path.isdir(source) or os.path.islink(source):
-                continue
-            if os.path.exists(target):
+            moved = backend.vmgroup_folder_moved(ds, old, new, DEFAULT_VMGROUP)
+            if moved == "exists":
                 report.notes.append(f"{ds.name}: dockvols/{old} left in place: dockvols/{new} exists")
-                continue
-            os.rename(source, target)
-            link = os.path.join(ds.path, "dockvols", DEFAULT_VMGROUP)
-            if os.path.islink(link):
-                os.unlink(link)
-            os.symlink(new, link)
-            report.notes.append(f"{ds.name}: dockvols/{old} moved to dockvols/{new}")
+            elif moved == "moved":
+                report.notes.append(f"{ds.name}: dockvols/{old} moved to dockvols/{new}")
 
 
 # -- adopting the original's side-cars ------------------------------------------------------

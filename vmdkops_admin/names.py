@@ -12,6 +12,10 @@ _SNAPSHOT_SUFFIX = re.compile(r"^.*-[0-9]{6}$")
 _RESERVED_SUFFIX = re.compile(r"-(flat|delta|ctk|digest)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 100
+# The vmgroup of every VM that is in no other.
+DEFAULT_VMGROUP = "_DEFAULT"
+DEFAULT_VMGROUP_UUID = "11111111-1111-1111-1111-111111111111"
+DEFAULT_VMGROUP_DESCRIPTION = "This is a default vmgroup"
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,6 @@ def parse(full_name):
     volume, at, datastore = full_name.rpartition("@")
     if not at:
         volume, datastore = full_name, ""
-    if not volume:
-        raise InvalidArgument("Volume name is empty")
     validate_volume(volume)
     if len(datastore) > MAX_NAME:
         raise InvalidArgument(f"Datastore name is too long (max len is {MAX_NAME})")
@@ -39,6 +41,8 @@ def parse(full_name):
 
 
 def validate_volume(volume):
+    if not volume:
+        raise InvalidArgument("Volume name is empty")
     if _SNAPSHOT_SUFFIX.match(volume):
         raise InvalidArgument(
             "Volume names ending with '-NNNNNN' (where N is a digit) are not supported")
@@ -54,6 +58,25 @@ def validate_volume(volume):
     if _RESERVED_SUFFIX.search(volume):
         raise InvalidArgument(
             "Volume names ending with '-flat', '-delta', '-ctk' or '-digest' are not supported")
+
+
+def validate_datastore_name(name):
+    """A datastore's name on the local backend."""
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(f"Datastore name '{name}' must have 1 to {MAX_NAME} characters")
+    if name.startswith("_") or name in (".", "..") or _CONTROL.search(name) \
+            or any(c in name for c in "/\\@"):
+        raise InvalidArgument(
+            f"Datastore name '{name}' is invalid: it may not start with '_', be '.' or '..', "
+            "or contain '/', '\\', '@' or control characters")
+
+
+def validate_vm_name(name):
+    """A VM's name on the local backend."""
+    if not name or len(name) > 80 or "," in name or _CONTROL.search(name):
+        raise InvalidArgument(
+            f"VM name '{name}' is invalid: it needs 1 to 80 characters, without ',' "
+            "or control characters")
 
 
 def match_datastore(name, known_names):

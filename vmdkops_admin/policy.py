@@ -10,6 +10,7 @@ from .db.models import Policy, Volume, VmGroup
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from .policy_text import parse_vsan
 from .progress import Progress
+from .steps import PartlyDone
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -114,8 +115,7 @@ def update(session, backend, name, content, progress=None):
                            f"its volumes ({', '.join(failed)}); the old policy is kept")
     policy.content = content
     session.flush()
-    if failed:
-        session.commit()  # what was applied stays applied
-        raise VmdkopsError(f"Successfully updated: {len(users) - len(failed)} volumes.\n"
+    if failed:  # what was applied stays applied
+        raise PartlyDone(f"Successfully updated: {len(users) - len(failed)} volumes.\n"
                            f"Failed to update:     {', '.join(failed)} volumes")
     return [f"Successfully updated policy {name}", f"Applied to {len(users)} volumes."]

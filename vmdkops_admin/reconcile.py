@@ -52,7 +52,7 @@ class _Snapshot:
             for disk in (self.disks or {}).get(ds.url, ()):
                 if disk.descriptor == descriptor:
                     return f"{disk.volume}@{ds.name}"
-        datastore, volume = self.backend.volume_of(descriptor)
+        datastore, _, volume = self.backend.volume_of(descriptor)
         return f"{volume}@{datastore.name}" if datastore else descriptor
 
     def metadata(self, descriptor):
@@ -98,8 +98,6 @@ def reconcile(session, backend, dry_run=False, adopt=False, progress=None):
     if session is not None:
         agreed = _index(session, snapshot, found, busy)
     _sidecars(snapshot, found, agreed)
-    if session is not None and not dry_run:
-        session.commit()
     return findings
 
 

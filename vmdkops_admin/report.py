@@ -9,8 +9,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from .backends import SPECIAL_DATASTORE_URLS, ALL_DS, VM_DS
-from .config import DEFAULT_VMGROUP
 from .errors import InvalidArgument
+from .names import DEFAULT_VMGROUP
 
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

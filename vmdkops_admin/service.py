@@ -65,9 +65,9 @@ def backend_lines(fast=False):
     except VmdkopsError as exc:
         return ["=== Backend: ", f"Backend: ? ({exc})"]
     lines = ["=== Backend: ", f"Backend: {backend.name}"]
-    if backend.name != "vsphere":
+    if backend.server() is None:
         return lines
-    lines.append(f"Server: {backend.settings['host']}:{backend.settings.get('port', 443)}")
+    lines.append(f"Server: {backend.server()}")
     if fast:
         return lines + ["Session: ?"]
     try:

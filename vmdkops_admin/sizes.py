@@ -13,6 +13,12 @@ UNLIMITED_WORDS = ("unset", "0")
 MAX_QUOTA_MB = 2**31 - 1
 
 
+def to_mb(text):
+    """MB of a size such as ``500MB``, ``2gb`` or ``1TB``; None when ``text`` is not one."""
+    match = _SIZE.match(text)
+    return int(match.group(1)) * UNITS_MB[match.group(2).upper()] if match else None
+
+
 def parse_quota_mb(text):
     """Parse a quota size such as ``500MB``, ``2gb`` or ``1TB`` into MB.
 
@@ -23,12 +29,11 @@ def parse_quota_mb(text):
     value = text.strip()
     if value.lower() in UNLIMITED_WORDS:
         return None
-    match = _SIZE.match(value)
-    if not match:
+    mb = to_mb(value)
+    if mb is None:
         raise InvalidArgument(
             f"{OPT_VOLUME_SIZE_INVALID} '{text}' is not a whole number followed by MB, GB or TB "
             "(for example 500MB or 2GB); use 'unset' for no limit.")
-    mb = int(match.group(1)) * UNITS_MB[match.group(2).upper()]
     if mb > MAX_QUOTA_MB:
         raise InvalidArgument(f"{OPT_VOLUME_SIZE_INVALID} '{text}' is more than the largest size a "
                               f"limit can have, {format_quota_mb(MAX_QUOTA_MB)}.")

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from . import errors
 from .backends import ALL_DS, VM_DS, datastore_names, datastore_url
-from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
 from .db.models import Privilege, Vm, VmGroup, Volume
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
+from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
 from .sizes import parse_quota_mb
 
 _NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
@@ -22,8 +22,13 @@ _NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
 
 # -- lookups and validation -------------------------------------------------------
 
+def find_vmgroup(session, name):
+    """The vmgroup of a name, or None."""
+    return session.scalars(select(VmGroup).where(VmGroup.name == name)).first()
+
+
 def get_vmgroup(session, name):
-    group = session.scalars(select(VmGroup).where(VmGroup.name == name)).first()
+    group = find_vmgroup(session, name)
     if group is None:
         raise NotFound(errors.TENANT_NOT_EXIST.format(name))
     return group
@@ -138,7 +143,7 @@ def create(session, backend, name, default_datastore, description="", vm_list=No
         vms = resolve_vms(backend, names)
         _check_can_join(session, vms, "Cannot add VM to vmgroup ")
     url = _default_datastore_url(backend, default_datastore)
-    if session.scalars(select(VmGroup).where(VmGroup.name == name)).first() is not None:
+    if find_vmgroup(session, name) is not None:
         raise AlreadyExists(errors.TENANT_ALREADY_EXIST.format(name))
 
     group = VmGroup(
@@ -162,8 +167,7 @@ def update(session, backend, name, new_name=None, description=None, default_data
             raise InvalidArgument(errors.TENANT_NAME_INVALID.format(
                 name, "rename of vmgroups other than _DEFAULT"))
         validate_name(new_name)
-        if new_name != name and session.scalars(
-                select(VmGroup).where(VmGroup.name == new_name)).first() is not None:
+        if new_name != name and find_vmgroup(session, new_name) is not None:
             raise AlreadyExists(errors.TENANT_ALREADY_EXIST.format(new_name))
     validate_description(description)
 

@@ -15,8 +15,8 @@ import time
 from datetime import datetime
 
 from .backends import datastore_names
-from .config import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
-from .errors import InvalidArgument, NotFound, VmdkopsError
+from .errors import VM_NOT_FOUND, InvalidArgument, NotFound, VmdkopsError
+from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 from .sizes import human_size
 
 # -c choices -> (header, record key), in the canonical column order.
@@ -129,8 +129,9 @@ def _find(session, backend, full_name, vmgroup):
     """(datastore, descriptor, index row) of ``volume@datastore`` in a vmgroup."""
     from sqlalchemy import select
 
-    from .db.models import Volume, VmGroup
+    from .db.models import Volume
     from .names import match_datastore, parse
+    from .vmgroup import find_vmgroup
 
     parsed = parse(full_name)
     if parsed.datastore is None:
@@ -144,7 +145,7 @@ def _find(session, backend, full_name, vmgroup):
             raise NotFound(f"Vmgroup {vmgroup} does not exist")
         group_uuid, row = DEFAULT_VMGROUP_UUID, None
     else:
-        group = session.scalars(select(VmGroup).where(VmGroup.name == vmgroup)).first()
+        group = find_vmgroup(session, vmgroup)
         if group is None:
             raise NotFound(f"Vmgroup {vmgroup} does not exist")
         group_uuid = group.uuid
@@ -215,21 +216,17 @@ def remove_vmgroup_volumes(session, backend, group):
 
 def force_detach(session, backend, full_name, vmgroup):
     """Detach a volume from whatever VM holds it, without asking that VM."""
-    from .volumes import mark_detached
-    datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
+    from .backends import VirtualMachine
+    from .volumes import detach_disk
+
+    datastore, descriptor, _ = _find(session, backend, full_name, vmgroup)
     holder = backend.attached_to(descriptor)
     meta = backend.read_metadata(descriptor) or {}
     vm_uuid = holder[0] if holder else meta.get("attachedVMUuid")
     if vm_uuid is None:
         return f"Volume {full_name} is not attached"
-    from .backends import VirtualMachine
-
     vm = backend.find_vm(vm_uuid) or VirtualMachine(meta.get("attachedVMName") or vm_uuid, vm_uuid, "")
-    backend.detach(vm, descriptor)
-    mark_detached(backend, descriptor, vm)
-    if row is not None:
-        row.attached_vm_uuid = None
-        session.flush()
+    detach_disk(backend, session, vm, descriptor, datastore.url, backend.volume_of(descriptor)[2])
     return f"Volume {full_name} detached from VM {vm.name}"
 
 
@@ -240,14 +237,14 @@ def power(session, backend, name, on):
 
     vm = backend.find_vm(name)
     if vm is None:
-        raise NotFound(f"Cannot find vm {name}")
+        raise NotFound(VM_NOT_FOUND.format(name))
     backend.set_power(vm.name, on)
     if on:
         return f"VM {vm.name} is powered on"
     released = []
     for vm_uuid, descriptor, _ in backend.attachments():
         if vm_uuid == vm.uuid:
-            datastore, volume = backend.volume_of(descriptor)
+            datastore, _, volume = backend.volume_of(descriptor)
             detach_disk(backend, session, vm, descriptor, datastore.url, volume)
             released.append(f"{volume}@{datastore.name}")
     return f"VM {vm.name} is powered off" + (f"; detached {', '.join(sorted(released))}" if released else "")

@@ -7,7 +7,6 @@ the disk is made and marks the row "ready" after; a remove marks the row
 "removing" before the disk goes and deletes the row after. A crash between
 leaves a row that ``volume reconcile`` finishes or undoes."""
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,10 +17,11 @@ from sqlalchemy import delete, select, update
 from . import authorize
 from .backends import AttachedElsewhere, Datastore, VirtualMachine
 from .db.models import Volume
-from .errors import InvalidArgument, NotFound, VmdkopsError
+from .errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument, NotFound, VmdkopsError
 from .faults import crashpoint
 from .names import VolumeName, parse
-from .sizes import human_size
+from .sizes import human_size, to_mb
+from .steps import step
 
 DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
             ("attach-as", "independent_persistent"), ("access", "read-write"),
@@ -30,16 +30,9 @@ VALID_KEYS = tuple(key for key, _ in DEFAULTS)
 DISK_FORMATS = ["zeroedthick", "thin", "eagerzeroedthick"]
 ATTACH_AS = ["independent_persistent", "persistent"]
 ACCESS = ["read-write", "read-only"]
-_SIZE = re.compile(r"^(\d+)(mb|gb|tb)$")
-_UNIT_MB = {"mb": 1, "gb": 1024, "tb": 1024 * 1024}
 MAX_DISK_MB = 62 * 1024 * 1024  # vSphere's largest virtual disk
 # What makes two creates of one volume "the same": these options, defaults filled in.
 COMPARED = ("size", "diskformat", "attach-as", "access", "fstype", "vsan-policy-name", "clone-from")
-
-
-def size_mb(text):
-    match = _SIZE.match(text.lower())
-    return int(match.group(1)) * _UNIT_MB[match.group(2)]
 
 
 def validate_opts(opts, policies_supported=False):
@@ -53,10 +46,11 @@ def validate_opts(opts, policies_supported=False):
     if "size" in opts:
         if clone:
             raise InvalidArgument("Cannot define the size for a clone")
-        if not _SIZE.match(opts["size"].lower()):
+        mb = to_mb(opts["size"])
+        if mb is None:
             raise InvalidArgument("Invalid format for size. \nValid sizes must be of form X[mMgGtT]b "
                                   "where X is an integer. Default = 100mb")
-        if size_mb(opts["size"]) > MAX_DISK_MB:
+        if mb > MAX_DISK_MB:
             raise InvalidArgument(f"Invalid volume size specified: {opts['size']} is more than the "
                                   "largest disk, 62tb")
     if "vsan-policy-name" in opts and not policies_supported:
@@ -79,7 +73,8 @@ def validate_opts(opts, policies_supported=False):
 def _comparable(opts):
     filled = dict(DEFAULTS)
     filled.update(opts)
-    filled["size"] = str(size_mb(filled["size"])) if _SIZE.match(filled["size"].lower()) else filled["size"]
+    mb = to_mb(filled["size"])
+    filled["size"] = filled["size"] if mb is None else str(mb)
     return {key: filled[key] for key in COMPARED}
 
 
@@ -125,11 +120,13 @@ class Request:
             Volume.name == self.volume)).first()
 
     def _reserve(self, mb, options, policy_id=None):
-        """Check the quota and insert the "creating" row in one transaction."""
+        """Check the quota and insert the "creating" row in one step."""
         from .db import write_lock
 
-        session = self.session
-        try:
+        with step(self.session, "create:reserved") as session:
+            if session is None:
+                authorize.check_create(self.rule(), mb, 0)
+                return
             write_lock(session, f"{self.tenant.id}|{self.datastore.url}")
             stale = self._index_row()
             if stale is not None:
@@ -143,26 +140,20 @@ class Request:
                                policy_id=policy_id,
                                created=datetime.now(timezone.utc).replace(tzinfo=None),
                                created_by=self.vm.name))
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
-    def _set_state(self, **values):
-        if self.session is None:
-            return
-        self.session.execute(update(Volume).where(
-            Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
-            Volume.name == self.volume).values(**values))
-        self.session.commit()
+    def _set_state(self, name, **values):
+        with step(self.session, name) as session:
+            if session is not None:
+                session.execute(update(Volume).where(
+                    Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+                    Volume.name == self.volume).values(**values))
 
-    def _drop_row(self):
-        if self.session is None:
-            return
-        self.session.execute(delete(Volume).where(
-            Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
-            Volume.name == self.volume))
-        self.session.commit()
+    def _drop_row(self, name):
+        with step(self.session, name) as session:
+            if session is not None:
+                session.execute(delete(Volume).where(
+                    Volume.vmgroup_id == self.tenant.id, Volume.datastore_url == self.datastore.url,
+                    Volume.name == self.volume))
 
     # -- create and clone ---------------------------------------------------------------
 
@@ -176,9 +167,9 @@ class Request:
         if "clone-from" in opts:
             return self._clone(opts)
         policy = self._policy(opts.get("vsan-policy-name"))
-        mb = size_mb(opts.get("size", "100mb"))
+        mb = to_mb(opts.get("size", "100mb"))
         if mb <= 0:
-            raise InvalidArgument("Invalid volume size specified.")
+            raise InvalidArgument(OPT_VOLUME_SIZE_INVALID)
         self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"],
                                                               policy=policy[1] if policy else None),
                    {"status": "detached", "volOpts": opts, "created": created_now(),
@@ -194,10 +185,10 @@ class Request:
         from .db.models import Policy
 
         policies = []
-        if self.session is not None:
-            policies = [(p.id, p.name, p.content)
-                        for p in self.session.scalars(select_(Policy).order_by(Policy.name))]
-            self.session.commit()  # no transaction stays open while vSphere is asked
+        with step(self.session) as session:  # no transaction stays open while vSphere is asked
+            if session is not None:
+                policies = [(p.id, p.name, p.content)
+                            for p in session.scalars(select_(Policy).order_by(Policy.name))]
         found = next((p for p in policies if p[1] == name), None)
         if found is not None:
             return found
@@ -210,11 +201,7 @@ class Request:
         raise NotFound(message)
 
     def _make(self, mb, opts, make_disk, meta, policy=None):
-        if self.session is not None:
-            self._reserve(mb, opts, policy[0] if policy else None)
-        else:
-            authorize.check_create(self.rule(), mb, 0)
-        crashpoint("create:reserved")
+        self._reserve(mb, opts, policy[0] if policy else None)
         made = False
         try:
             self.backend.vmgroup_dir(self.datastore, self.tenant.uuid, self.tenant.name, create=True)
@@ -228,13 +215,13 @@ class Request:
         except BaseException as exc:
             if made:
                 self.backend.delete_disk(self.descriptor)
-            self._drop_row()
+            self._drop_row("create:undone")
             if isinstance(exc, FileExistsError):
                 raise VmdkopsError(f"Volume {self.full_name} is being created by another request") from None
             if isinstance(exc, OSError):
                 raise VmdkopsError(f"Failed to create volume: {exc.strerror or exc}") from None
             raise
-        self._set_state(state="ready")
+        self._set_state("create:ready", state="ready")
 
     def _clone(self, opts):
         source_name = parse(opts["clone-from"])
@@ -285,18 +272,17 @@ class Request:
     def remove(self):
         authorize.check(self.rule(), "remove")
         if not self.backend.disk_exists(self.descriptor):
-            self._drop_row()
+            self._drop_row("remove:unindexed")
             return None
         meta = self.backend.read_metadata(self.descriptor) or {}
         holder = self.backend.attached_to(self.descriptor)
         if meta.get("status") == "attached" or holder:
             name = meta.get("attachedVMName") or (self._vm_name(holder[0]) if holder else None)
             raise VmdkopsError(f"Failed to remove volume {self.volume}, in use by VM = {name}.")
-        self._set_state(state="removing")
-        crashpoint("remove:marked")
+        self._set_state("remove:marked", state="removing")
         self.backend.delete_disk(self.descriptor)
         crashpoint("remove:deleted")
-        self._drop_row()
+        self._drop_row("remove:unindexed")
         return None
 
     # -- attach and detach ------------------------------------------------------------------
@@ -306,19 +292,19 @@ class Request:
         if not self.backend.disk_exists(self.descriptor):
             raise NotFound(f"Volume {self.volume} not found (file: {self.descriptor})")
         meta = self.backend.read_metadata(self.descriptor) or {}
-        holder = self.backend.attached_to(self.descriptor)
-        if holder and holder[0] != self.vm.uuid:
-            self._attached_elsewhere(self._vm_name(holder[0], meta))
         try:
             device = self.backend.attach(self.vm, self.descriptor)
         except AttachedElsewhere as exc:
-            self._attached_elsewhere(exc.vm_name)
+            # A VM the inventory no longer has: the name the side-car last gave it.
+            known = meta.get("attachedVMName") if meta.get("attachedVMUuid") == exc.vm_uuid else None
+            raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to VM "
+                               f"{exc.vm_name or known or exc.vm_uuid}") from None
         crashpoint("attach:device")
         meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
                      "attachedVMName": self.vm.name, "attachedVMDevice": device})
         self.backend.write_metadata(self.descriptor, meta)
         crashpoint("attach:metadata")
-        self._set_state(attached_vm_uuid=self.vm.uuid)
+        self._set_state("attach:indexed", attached_vm_uuid=self.vm.uuid)
         return device
 
     def detach(self):
@@ -356,18 +342,10 @@ class Request:
                 reply[key] = vol_opts.get(key, default)
         return reply
 
-    def _attached_elsewhere(self, vm_name):
-        raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to VM {vm_name}")
-
-    def _vm_name(self, vm_uuid, meta=None):
-        """The inventory's name of a VM, else the name the side-car gives it
-        (a VM of another host), else its uuid."""
+    def _vm_name(self, vm_uuid):
+        """The inventory's name of a VM, else its uuid."""
         vm = self.backend.find_vm(vm_uuid)
-        if vm is not None:
-            return vm.name
-        if meta and meta.get("attachedVMUuid") == vm_uuid and meta.get("attachedVMName"):
-            return meta["attachedVMName"]
-        return vm_uuid
+        return vm_uuid if vm is None else vm.name
 
 
 def detach_disk(backend, session, vm, descriptor, datastore_url, volume):
@@ -377,11 +355,11 @@ def detach_disk(backend, session, vm, descriptor, datastore_url, volume):
     crashpoint("detach:device")
     mark_detached(backend, descriptor, vm)
     crashpoint("detach:metadata")
-    if session is not None:
-        session.execute(update(Volume).where(
-            Volume.datastore_url == datastore_url, Volume.name == volume,
-            Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
-        session.commit()
+    with step(session, "detach:indexed"):
+        if session is not None:
+            session.execute(update(Volume).where(
+                Volume.datastore_url == datastore_url, Volume.name == volume,
+                Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
 
 
 def mark_detached(backend, descriptor, vm):

@@ -42,7 +42,7 @@ def register(cli):
                        "(MultiNode); the URL is kept in a root-only file")
     @click.option("--force", is_flag=True, help="Force operation, ignore warnings")
     def init(datastore, local, db_url, force):
-        from .. import config as lib
+        from .. import config_admin as lib
 
         emit_message(lib.init(backend(), local, datastore, db_url, force))
 
@@ -52,7 +52,7 @@ def register(cli):
     @click.option("--no-backup", is_flag=True, help="Do not create DB backup before removing")
     @click.option("--confirm", is_flag=True, help="Explicitly confirm the operation")
     def rm(local, unlink, no_backup, confirm):
-        from .. import config as lib
+        from .. import config_admin as lib
 
         emit_message(lib.remove(local, unlink, no_backup, confirm))
 
@@ -62,7 +62,7 @@ def register(cli):
                   help="Copy a shared DB to this host and use the copy (SingleNode)")
     @click.option("--force", is_flag=True, help="Force operation, ignore warnings")
     def mv(to, local, force):
-        from .. import config as lib
+        from .. import config_admin as lib
 
         if to is None and not local:
             raise click.UsageError("one of '--to' or '--local' is required")
@@ -70,7 +70,7 @@ def register(cli):
 
     @command(config, "upgrade", "Upgrade the Config DB schema to this version (keeps a backup)")
     def upgrade():
-        from .. import config as lib
+        from .. import config_admin as lib
 
         emit_message(lib.upgrade())
 

@@ -14,15 +14,6 @@ DATASTORE_COLUMNS = (
 VM_COLUMNS = (Column("Name", "name"), Column("Uuid", "uuid"), Column("Datastore", "datastore"))
 
 
-def _local_inventory():
-    from ..errors import VmdkopsError
-
-    inventory = backend()
-    if not hasattr(inventory, "add_vm"):
-        raise VmdkopsError(f"The {inventory.name} backend's inventory is managed in vSphere")
-    return inventory
-
-
 def register(cli):
     host = group("host", "List (and on the local backend, manage) datastores and VMs", cli)
     datastore = group("datastore", "Datastores of the backend", host)
@@ -31,13 +22,13 @@ def register(cli):
     @click.option("--name", required=True, help="The name of the datastore")
     @click.option("--path", required=True, metavar="DIR", help="An existing directory")
     def datastore_add(name, path):
-        ds = _local_inventory().add_datastore(name, path)
+        ds = backend().add_datastore(name, path)
         emit_message(f"datastore '{ds.name}' added at {ds.path}")
 
     @command(datastore, "rm", "Forget a datastore (local backend; its files are kept)")
     @click.option("--name", required=True, help="The name of the datastore")
     def datastore_rm(name):
-        _local_inventory().remove_datastore(name)
+        backend().remove_datastore(name)
         emit_message(f"datastore '{name}' removed")
 
     @command(datastore, "ls", "List datastores", audited=False)
@@ -58,13 +49,18 @@ def register(cli):
     @click.option("--uuid", "vm_uuid", help="Its BIOS uuid (default: a new random one)")
     @click.option("--datastore", help="Its home datastore (default: datastore1)")
     def vm_add(name, vm_uuid, datastore):
-        added = _local_inventory().add_vm(name, vm_uuid, datastore)
+        added = backend().add_vm(name, vm_uuid, datastore)
         emit_message(f"VM '{added.name}' added with uuid {added.uuid}")
 
-    @command(vm, "rm", "Forget a VM (local backend)")
+    @command(vm, "rm", "Forget a VM (local backend); its credential stops working")
     @click.option("--name", required=True, help="The name of the VM")
     def vm_rm(name):
-        _local_inventory().remove_vm(name)
+        from .. import credentials
+
+        inventory = backend()
+        found = inventory.find_vm(name)
+        inventory.remove_vm(name)
+        credentials.revoke(found.uuid)  # found: remove_vm said so otherwise
         emit_message(f"VM '{name}' removed")
 
     @command(vm, "token", "Issue the credential a VM presents to vmdk-opsd over TCP or a unix socket")
@@ -73,11 +69,11 @@ def register(cli):
                   help="Replace the VM's credential (the old one stops working at once)")
     def vm_token(name, rotate):
         from .. import credentials
-        from ..errors import AlreadyExists, NotFound
+        from ..errors import VM_NOT_FOUND, AlreadyExists, NotFound
 
         found = backend().find_vm(name)
         if found is None:
-            raise NotFound(f"Cannot find vm {name}")
+            raise NotFound(VM_NOT_FOUND.format(name))
         token = credentials.issue(found.uuid, rotate)
         if token is None:
             raise AlreadyExists(f"VM {found.name} already has a credential; use --rotate to "
@@ -89,13 +85,11 @@ def register(cli):
     @click.option("--name", required=True, help="The name (or uuid) of the VM")
     @click.argument("state", type=click.Choice(["off", "on"]))
     def vm_power(name, state):
-        from ..errors import VmdkopsError
         from ..volume_admin import power
 
         inventory = backend()
-        if not hasattr(inventory, "set_power"):
-            raise VmdkopsError(f"The {inventory.name} backend's VMs are powered in vSphere: vmdk-opsd "
-                               "detaches the volumes of a VM that powers off")
+        if not inventory.can(inventory.POWER):
+            inventory.set_power(name, state == "on")  # says why not, before the DB is opened
         emit_message(with_db(power, optional=True)(inventory, name, state == "on"))
 
     @command(vm, "ls", "List VMs", audited=False)

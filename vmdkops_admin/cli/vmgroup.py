@@ -122,8 +122,9 @@ def register(cli):
         from .. import config
         from .. import vmgroup as lib
         from ..errors import DEFAULT_VM_LS, INIT_NEEDED, InvalidArgument, NotConfigured
+        from ..names import DEFAULT_VMGROUP
 
-        if name == config.DEFAULT_VMGROUP:
+        if name == DEFAULT_VMGROUP:
             raise InvalidArgument(DEFAULT_VM_LS)
         if config.detect().mode is config.Mode.NOT_CONFIGURED:
             raise NotConfigured(INIT_NEEDED)

@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 
 from .. import __version__, config, db
 from ..errors import NotFound, VmdkopsError
+from ..steps import step
 
 log = logging.getLogger("vmdkops.executor")
 
@@ -156,14 +157,12 @@ class Dispatcher:
                 raise config.broken_link_error(state)
             with Session(self.engine(state)) as session:
                 try:
-                    tenant = authorize.tenant_of(session, vm)
+                    with step(session):  # no transaction stays open while disks are being made
+                        tenant = authorize.tenant_of(session, vm)
                 except authorize.NotAuthorized:
                     if cmd == "detach":
                         return self._force_detach(vm, name, session)
                     raise
-                finally:
-                    # No transaction stays open while disks are being made.
-                    session.commit()
                 return self._run(vm, cmd, name, opts, session, tenant)
         except VmdkopsError as exc:
             if cmd == "list":  # never fails: Docker would show stale names (#990)
@@ -227,7 +226,8 @@ class Dispatcher:
         if datastore is None:
             raise NotFound(f"Invalid datastore '{parsed.datastore}'.")
         for descriptor in self.backend.attached_disks(vm):
-            if self.backend.volume_of(descriptor) == (datastore, parsed.volume):
+            found, _, volume = self.backend.volume_of(descriptor)
+            if (found, volume) == (datastore, parsed.volume):
                 self._detach(vm, descriptor, session)
         return None
 
@@ -235,8 +235,7 @@ class Dispatcher:
         """Take a disk off a VM, under the locks a detach request takes."""
         from .. import volumes
 
-        datastore, volume = self.backend.volume_of(descriptor)
-        group_uuid = descriptor.rpartition("/")[0].rpartition("/")[2]
+        datastore, group_uuid, volume = self.backend.volume_of(descriptor)
         with self.locks.hold(volumes.lock_name(datastore.name, group_uuid, volume), f"vm:{vm.uuid}"):
             volumes.detach_disk(self.backend, session, vm, descriptor, datastore.url, volume)
 

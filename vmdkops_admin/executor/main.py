@@ -107,11 +107,71 @@ def reconcile_at_start(backend, log):
         log.warning("reconcile: %s: %s: %s", finding.volume, finding.problem, finding.action)
 
 
+def listeners_of(args):
+    """The listeners the arguments ask for (OSError, ValueError when one cannot listen)."""
+    from .server import tcp_listener, unix_listener, vsock_listener
+
+    listeners = []
+    try:
+        if not args.no_unix_socket:
+            listeners.append(unix_listener(args.unix_socket or os.path.join(layout().run, "vmdk-opsd.sock")))
+        if args.tcp:
+            host, _, port = args.tcp.rpartition(":")
+            listeners.append(tcp_listener(host or "127.0.0.1", int(port), args.tls_cert, args.tls_key))
+        if args.vsock_port is not None:
+            if not hasattr(socket, "AF_VSOCK"):
+                raise OSError("AF_VSOCK is not available on this platform")
+            listeners.append(vsock_listener(args.vsock_port))
+    except BaseException:
+        remove_sockets(listeners)
+        raise
+    return listeners
+
+
+def remove_sockets(listeners):
+    for listener in listeners:
+        if listener.description.startswith("unix:"):
+            socket_path = listener.description[len("unix:"):]
+            if os.path.exists(socket_path):
+                os.unlink(socket_path)
+
+
+def start_power_watch(backend, dispatcher):
+    """A thread that detaches the volumes of VMs that power off, where the
+    backend tells; a function that stops it."""
+    if not backend.can(backend.POWER_WATCH):
+        return lambda: None
+    stop = threading.Event()
+    watch = threading.Thread(target=backend.watch_power_off, args=(dispatcher.vms_powered_off, stop),
+                             name="power-state watch", daemon=True)
+    watch.start()
+
+    def stop_watch():
+        stop.set()
+        backend.stop_watch()
+        watch.join(timeout=10)
+    return stop_watch
+
+
+def write_state(paths, listeners):
+    with open(paths.service_state, "w") as f:
+        json.dump({"pid": os.getpid(), "version": __version__,
+                   "listeners": [listener.description for listener in listeners]}, f)
+    with open(paths.service_pid, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def remove_state(paths):
+    for path in (paths.service_pid, paths.service_state):
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def main(argv=None):
     from ..backends import get_backend
     from ..errors import VmdkopsError
     from .dispatch import Dispatcher
-    from .server import Server, tcp_listener, unix_listener, vsock_listener
+    from .server import Server
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.backend:
@@ -130,17 +190,8 @@ def main(argv=None):
         print(f"vmdk-opsd: {exc}", file=sys.stderr)
         return 1
     ensure_local_credential(backend, paths)
-    listeners = []
     try:
-        if not args.no_unix_socket:
-            listeners.append(unix_listener(args.unix_socket or os.path.join(paths.run, "vmdk-opsd.sock")))
-        if args.tcp:
-            host, _, port = args.tcp.rpartition(":")
-            listeners.append(tcp_listener(host or "127.0.0.1", int(port), args.tls_cert, args.tls_key))
-        if args.vsock_port is not None:
-            if not hasattr(socket, "AF_VSOCK"):
-                raise OSError("AF_VSOCK is not available on this platform")
-            listeners.append(vsock_listener(args.vsock_port))
+        listeners = listeners_of(args)
     except (OSError, ValueError) as exc:
         log.error("cannot listen: %s", exc)
         print(f"vmdk-opsd: cannot listen: {exc}", file=sys.stderr)
@@ -151,36 +202,19 @@ def main(argv=None):
 
     reconcile_at_start(backend, log)
     dispatcher = Dispatcher(backend)
-    stop_watch, watch = threading.Event(), None
-    if hasattr(backend, "watch_power_off"):
-        watch = threading.Thread(target=backend.watch_power_off, args=(dispatcher.vms_powered_off, stop_watch),
-                                 name="power-state watch", daemon=True)
-        watch.start()
+    stop_watch = start_power_watch(backend, dispatcher)
     server = Server(dispatcher, listeners, workers=args.workers)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
-    with open(paths.service_state, "w") as f:
-        json.dump({"pid": os.getpid(), "version": __version__,
-                   "listeners": [listener.description for listener in listeners]}, f)
-    with open(paths.service_pid, "w") as f:
-        f.write(f"{os.getpid()}\n")
+    write_state(paths, listeners)
     log.info("listening on %s", ", ".join(listener.description for listener in listeners))
     try:
         server.serve()
     finally:
-        stop_watch.set()
-        if watch is not None:
-            backend.stop_watch()
-            watch.join(timeout=10)
+        stop_watch()
         dispatcher.close()
-        for path in (paths.service_pid, paths.service_state):
-            if os.path.exists(path):
-                os.unlink(path)
-        for listener in listeners:
-            if listener.description.startswith("unix:"):
-                socket_path = listener.description[len("unix:"):]
-                if os.path.exists(socket_path):
-                    os.unlink(socket_path)
+        remove_state(paths)
+        remove_sockets(listeners)
         log.info("==== Stopped vmdkops service ====")
     return 0
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from plugin import protocol
 
 from .. import credentials
+from ..errors import VM_NOT_FOUND
 
 log = logging.getLogger("vmdkops.executor")
 
@@ -158,7 +159,7 @@ class Server:
             if vm_uuid:
                 if isinstance(message, dict) and message.get("cmd") == "list":
                     return []  # list never fails (spec esx-service §16.2): no VM, no volumes
-                return {"Error": f"Cannot find vm {vm_uuid}"}
+                return {"Error": VM_NOT_FOUND.format(vm_uuid)}
             if isinstance(message, dict) and message.get("cmd") == "version":
                 return self.dispatcher.handle(message, None)
             return {"Error": BAD_CREDENTIAL}

@@ -6,8 +6,8 @@ A policy's content is the original's vSAN policy text, e.g.
 becomes a requirement profile of the same name whose rules are those
 capabilities in the ``VSAN`` namespace."""
 
-from ..errors import NotFound, VmdkopsError
-from ..policy_text import parse_vsan, vsan_text
+from ...errors import NotFound, VmdkopsError
+from ...policy_text import parse_vsan, vsan_text
 
 OURS = "Created by vmdkops_admin"
 class Spbm:
