@@ -28,7 +28,7 @@ def populate(home):
     from sqlalchemy.orm import Session
 
     from vmdkops_admin import config_admin, db
-    from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.backends import VM_DS, get_backend, pseudo_datastore
     from vmdkops_admin.vmgroup import create
 
     backend = get_backend()
@@ -39,8 +39,8 @@ def populate(home):
     per_group = VMS // VMGROUPS
     with Session(engine) as session:
         for g in range(VMGROUPS):
-            names = ",".join(f"vm-{i:04d}" for i in range(g * per_group, (g + 1) * per_group))
-            create(session, backend, f"group-{g:03d}", "_VM_DS", f"vmgroup number {g}", names)
+            names = [f"vm-{i:04d}" for i in range(g * per_group, (g + 1) * per_group)]
+            create(session, backend, f"group-{g:03d}", pseudo_datastore(VM_DS), f"vmgroup number {g}", names)
         session.commit()
     engine.dispose()
 

@@ -43,7 +43,7 @@ def populate(home, volumes, datastores=4, vmgroups=50):
     with Session(engine) as session:
         groups = []
         for g in range(vmgroups):
-            create(session, backend, f"group{g:02d}", stores[g % datastores].name)
+            create(session, backend, f"group{g:02d}", stores[g % datastores])
         session.commit()
         from sqlalchemy import select
         from vmdkops_admin.db.models import VmGroup

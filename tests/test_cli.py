@@ -314,3 +314,27 @@ def test_table_layout_is_tabulate_simple_without_padding():
         assert table(headers, rows) == expected
 
     same()
+
+
+def test_every_command_shows_an_example_that_parses():
+    """Each command's help ends with an example of its own options, as its man page does."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    def leaves(group, path):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from leaves(command, path + [name])
+            else:
+                yield path + [name], command
+
+    commands = list(leaves(cli, []))
+    assert len(commands) > 35
+    for path, command in commands:
+        words = shlex.split(command.example)
+        assert words[:len(path) + 1] == ["vmdkops_admin"] + path
+        known = {option for param in command.params for option in param.opts + param.secondary_opts}
+        assert [w.split("=")[0] for w in words if w.startswith("-") and w.split("=")[0] not in known] == []
+        shown = CliRunner().invoke(cli, path + ["--help"]).output
+        assert shown.rstrip().endswith(f"Example:\n    {command.example}")

@@ -11,11 +11,10 @@ import uuid as uuidlib
 from sqlalchemy import func, select
 
 from . import errors
-from .backends import ALL_DS, VM_DS, datastore_names, datastore_url
+from .backends import ALL_DS, VM_DS, datastore_names
 from .db.models import Privilege, Vm, VmGroup, Volume
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
-from .sizes import parse_quota_mb
 
 _NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
 
@@ -101,20 +100,10 @@ def _check_no_attached(session, vms, prefix):
             raise VmdkopsError(prefix + errors.VM_WITH_MOUNTED_VOLUMES.format(vm.name))
 
 
-def _default_datastore_url(backend, name):
-    if name == ALL_DS:
+def _default_datastore_url(datastore):
+    if datastore.name == ALL_DS:
         raise InvalidArgument(errors.DS_DEFAULT_CANNOT_USE_ALL_DS)
-    url = datastore_url(backend, name)
-    if url is None:
-        raise NotFound(errors.DS_NOT_EXIST.format(name))
-    return url
-
-
-def _access_datastore_url(backend, name):
-    url = datastore_url(backend, name)
-    if url is None:
-        raise NotFound(errors.DS_NOT_EXIST.format(name))
-    return url
+    return datastore.url
 
 
 def _ensure_full_privilege(group, url):
@@ -132,17 +121,18 @@ def _live_names(backend):
 
 # -- vmgroup create | update | rm | ls ------------------------------------------------
 
-def create(session, backend, name, default_datastore, description="", vm_list=None):
+def create(session, backend, name, default_datastore, description="", names=None):
+    """A vmgroup of the VMs ``names`` whose volumes go to ``default_datastore``
+    (a ``Datastore``) by default."""
     validate_name(name)
     validate_description(description)
     vms = []
-    if vm_list is not None:
-        names = split_vm_list(vm_list)
+    if names is not None:
         if name == DEFAULT_VMGROUP:
             raise InvalidArgument(errors.FEATURE_NOT_SUPPORTED.format(DEFAULT_VMGROUP))
         vms = resolve_vms(backend, names)
         _check_can_join(session, vms, "Cannot add VM to vmgroup ")
-    url = _default_datastore_url(backend, default_datastore)
+    url = _default_datastore_url(default_datastore)
     if find_vmgroup(session, name) is not None:
         raise AlreadyExists(errors.TENANT_ALREADY_EXIST.format(name))
 
@@ -161,7 +151,7 @@ def create(session, backend, name, default_datastore, description="", vm_list=No
 
 def update(session, backend, name, new_name=None, description=None, default_datastore=None):
     group = get_vmgroup(session, name)
-    url = _default_datastore_url(backend, default_datastore) if default_datastore else None
+    url = _default_datastore_url(default_datastore) if default_datastore else None
     if new_name is not None:
         if name == DEFAULT_VMGROUP:
             raise InvalidArgument(errors.TENANT_NAME_INVALID.format(
@@ -233,18 +223,17 @@ def _member_group(session, name):
     return get_vmgroup(session, name)
 
 
-def vm_add(session, backend, name, vm_list):
+def vm_add(session, backend, name, names):
     group = _member_group(session, name)
-    vms = resolve_vms(backend, split_vm_list(vm_list))
+    vms = resolve_vms(backend, names)
     _check_can_join(session, vms, "Cannot add VM to vmgroup ", group)
     group.vms.extend(Vm(uuid=vm.uuid.lower(), name=vm.name) for vm in vms)
     session.flush()
     return "vmgroup vm add succeeded"
 
 
-def vm_remove(session, backend, name, vm_list):
+def vm_remove(session, backend, name, names):
     group = _member_group(session, name)
-    names = split_vm_list(vm_list)
     _check_duplicates(names)
     members, missing = [], []
     for vm_name in names:
@@ -270,12 +259,10 @@ def vm_remove(session, backend, name, vm_list):
     return "vmgroup vm rm succeeded"
 
 
-def vm_replace(session, backend, name, vm_list):
-    """Make the vmgroup's members exactly ``vm_list``; members that stay are kept."""
+def vm_replace(session, backend, name, names):
+    """Make the vmgroup's members exactly ``names``; members that stay are kept."""
     group = _member_group(session, name)
-    if not vm_list.strip(" ,"):
-        raise InvalidArgument(errors.REPLACE_VM_EMPTY)
-    vms = resolve_vms(backend, split_vm_list(vm_list))
+    vms = resolve_vms(backend, names)
     wanted = {vm.uuid.lower() for vm in vms}
     current = {member.uuid for member in group.vms}
     incoming = [vm for vm in vms if vm.uuid.lower() not in current]
@@ -323,47 +310,40 @@ def parse_allow_create(text):
     raise InvalidArgument(errors.PRIVILEGE_INVALID_ALLOW_CREATE_VALUE.format(text))
 
 
-def access_add(session, backend, name, datastore, allow_create=False,
-               volume_maxsize=None, volume_totalsize=None):
+def access_add(session, name, datastore, allow_create=False, max_volume_mb=None, total_mb=None):
+    """Access for a vmgroup to a ``Datastore``; sizes in MB, None or 0 for no limit."""
     group = get_vmgroup(session, name)
-    url = _access_datastore_url(backend, datastore)
-    if _find_privilege(group, url) is not None:
-        raise AlreadyExists(errors.PRIVILEGE_ALREADY_EXIST.format(name, datastore))
-    max_size = parse_quota_mb(volume_maxsize) if volume_maxsize is not None else None
-    quota = parse_quota_mb(volume_totalsize) if volume_totalsize is not None else None
+    if _find_privilege(group, datastore.url) is not None:
+        raise AlreadyExists(errors.PRIVILEGE_ALREADY_EXIST.format(name, datastore.name))
+    max_size, quota = max_volume_mb or None, total_mb or None
     _check_sizes(max_size, quota)
-    group.privileges.append(Privilege(datastore_url=url, allow_create=allow_create,
+    group.privileges.append(Privilege(datastore_url=datastore.url, allow_create=allow_create,
                                       max_volume_size=max_size, usage_quota=quota))
     session.flush()
     return "vmgroup access add succeeded"
 
 
-def access_set(session, backend, name, datastore, allow_create=None,
-               volume_maxsize=None, volume_totalsize=None):
-    """Change the given fields only; ``unset`` (or 0) puts a limit back to unlimited."""
+def access_set(session, name, datastore, allow_create=None, max_volume_mb=None, total_mb=None):
+    """Change the given fields only (None: unchanged); a size of 0 puts a limit back to unlimited."""
     group = get_vmgroup(session, name)
-    url = _access_datastore_url(backend, datastore)
-    privilege = _find_privilege(group, url)
+    privilege = _find_privilege(group, datastore.url)
     if privilege is None:
-        raise NotFound(errors.PRIVILEGE_NOT_FOUND.format(name, datastore))
+        raise NotFound(errors.PRIVILEGE_NOT_FOUND.format(name, datastore.name))
     allow = parse_allow_create(allow_create) if allow_create is not None else privilege.allow_create
-    max_size = (parse_quota_mb(volume_maxsize) if volume_maxsize is not None
-                else privilege.max_volume_size)
-    quota = (parse_quota_mb(volume_totalsize) if volume_totalsize is not None
-             else privilege.usage_quota)
+    max_size = privilege.max_volume_size if max_volume_mb is None else max_volume_mb or None
+    quota = privilege.usage_quota if total_mb is None else total_mb or None
     _check_sizes(max_size, quota)
     privilege.allow_create, privilege.max_volume_size, privilege.usage_quota = allow, max_size, quota
     session.flush()
     return "vmgroup access set succeeded"
 
 
-def access_remove(session, backend, name, datastore):
+def access_remove(session, name, datastore):
     group = get_vmgroup(session, name)
-    url = _access_datastore_url(backend, datastore)
-    privilege = _find_privilege(group, url)
+    privilege = _find_privilege(group, datastore.url)
     if privilege is None:
-        raise NotFound(errors.PRIVILEGE_NOT_FOUND.format(name, datastore))
-    if url == group.default_datastore_url:
+        raise NotFound(errors.PRIVILEGE_NOT_FOUND.format(name, datastore.name))
+    if datastore.url == group.default_datastore_url:
         raise InvalidArgument(errors.PRIVILEGE_REMOVE_NOT_ALLOWED)
     group.privileges.remove(privilege)
     session.flush()

@@ -49,6 +49,28 @@ def _iso(asctime_text):
         return None
 
 
+def _unindexed(backend, datastores, indexed, vm_names, vmgroups):
+    """Records of the disks the index does not know: orphans, and every disk
+    without a config DB (their side-cars say what they are)."""
+    records = []
+    for ds in datastores:
+        for group_uuid, volume, descriptor in backend.volume_files(ds):
+            if (ds.url, group_uuid, volume) in indexed:
+                continue
+            meta = backend.read_metadata(descriptor) or {}
+            try:
+                capacity_mb = backend.disk_info(descriptor)[0] // (1024 * 1024)
+            except (OSError, VmdkopsError):
+                capacity_mb = None
+            attached = (vm_names.get(str(meta.get("attachedVMUuid")).lower(),
+                                     meta.get("attachedVMName") or meta.get("attachedVMUuid"))
+                        if meta.get("status") == "attached" else None)
+            records.append(_record(descriptor, volume, ds.name, vmgroups.get(group_uuid),
+                                   meta.get("volOpts") or {}, capacity_mb, attached,
+                                   meta.get("created-by"), _iso(meta.get("created"))))
+    return records
+
+
 def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
     """Records of every volume, sorted by (volume, datastore). ``query(sql)``
     returns the rows of a query on the config DB; None without one."""
@@ -86,22 +108,7 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
                 f"{created[:10]}T{created[11:19]}Z" if created else None))
     else:
         known = {DEFAULT_VMGROUP_UUID: DEFAULT_VMGROUP}
-    # Disks the index does not know: orphans, and every disk without a config DB.
-    for ds in datastores:
-        for group_uuid, volume, descriptor in backend.volume_files(ds):
-            if (ds.url, group_uuid, volume) in indexed:
-                continue
-            meta = backend.read_metadata(descriptor) or {}
-            try:
-                capacity_mb = backend.disk_info(descriptor)[0] // (1024 * 1024)
-            except (OSError, VmdkopsError):
-                capacity_mb = None
-            attached = (vm_names.get(str(meta.get("attachedVMUuid")).lower(),
-                                     meta.get("attachedVMName") or meta.get("attachedVMUuid"))
-                        if meta.get("status") == "attached" else None)
-            records.append(_record(descriptor, volume, ds.name, known.get(group_uuid),
-                                   meta.get("volOpts") or {}, capacity_mb, attached,
-                                   meta.get("created-by"), _iso(meta.get("created"))))
+    records += _unindexed(backend, datastores, indexed, vm_names, known)
     if vmgroup_glob not in (None, "*"):
         records = [r for r in records if r["vmgroup"] and fnmatch.fnmatchcase(r["vmgroup"], vmgroup_glob)]
     records.sort(key=lambda r: (r["volume"], r["datastore"]))

@@ -296,12 +296,9 @@ class Backend(abc.ABC):
         """Forget a policy in the storage layer."""
 
 
-def datastore_url(backend, name):
-    """The URL stored in the DB for a datastore name (or pseudo name)."""
-    if name in SPECIAL_DATASTORE_URLS:
-        return SPECIAL_DATASTORE_URLS[name]
-    datastore = backend.datastore_by_name(name)
-    return datastore.url if datastore else None
+def pseudo_datastore(name):
+    """``_VM_DS`` or ``_ALL_DS`` as a ``Datastore`` of the access rules."""
+    return Datastore(name, SPECIAL_DATASTORE_URLS[name], "", "pseudo")
 
 
 def datastore_names(backend):

@@ -62,14 +62,15 @@ def cli(output_format):
     pass
 
 
-def _register():
+def _add_commands():
     from . import config, host, policy, report, status, vmgroup, volume
 
-    for module in (volume, policy, vmgroup, config, host, report, status):
-        module.register(cli)
+    for command in (volume.volume, policy.policy, vmgroup.vmgroup, config.config, host.host,
+                    report.report, status.status):
+        cli.add_command(command)
 
 
-_register()
+_add_commands()
 
 
 def main():

@@ -58,14 +58,16 @@ def _group_page(name, group):
     lines += [".SH SYNOPSIS", f"\\fB{PROG} {_escape(name)}\\fR \\fICOMMAND\\fR [\\fIOPTIONS\\fR]",
               ".SH DESCRIPTION", _paragraphs(group.help), ".SH COMMANDS"]
     for path, command in _leaves(group, [name]):
-        lines += [f'.SS "{PROG} {_escape(" ".join(path))}"', _paragraphs(command.help)]
-        lines += _option_lines(command)
+        lines += _command_section(" ".join(path), command)
     lines += [".SH SEE ALSO", f"\\fB{PROG}\\fR(1)"]
     return "\n".join(lines) + "\n"
 
 
 def _command_section(name, command):
-    return [f'.SS "{PROG} {_escape(name)}"', _paragraphs(command.help)] + _option_lines(command)
+    lines = [f'.SS "{PROG} {_escape(name)}"', _paragraphs(command.help)] + _option_lines(command)
+    if getattr(command, "example", ""):
+        lines += [".PP", "Example:", ".PP", ".nf", _escape(command.example), ".fi"]
+    return lines
 
 
 def _main_page(cli):

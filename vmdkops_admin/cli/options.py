@@ -3,6 +3,7 @@ when no sub-command is given), the ``--output-format`` option, and the
 decorator that gives a command one DB transaction."""
 
 import functools
+import inspect
 
 import click
 
@@ -32,23 +33,32 @@ class CommandGroup(click.Group):
         return result
 
 
-def group(name, help_text, parent):
-    """A sub-group of ``parent`` whose listing shows the whole help sentence."""
+def group(name, help_text, parent=None):
+    """A group (of ``parent``, else of the root) whose listing shows the whole help sentence."""
     sub = CommandGroup(name, help=help_text, short_help=help_text)
     sub.path = getattr(parent, "path", []) + [name]
-    parent.add_command(sub)
+    if parent is not None:
+        parent.add_command(sub)
     return sub
 
 
 def command(parent, name, help_text, audited=True, **kwargs):
-    """A command of ``parent``. An ``audited`` command (one that changes
-    something) leaves an event in the audit trail, whether it succeeds or not."""
+    """A command of ``parent`` (None: of the root). Its function's docstring
+    is its example, shown after the help and in the man page. An ``audited``
+    command (one that changes something) leaves an event in the audit
+    trail, whether it succeeds or not."""
     action = " ".join(getattr(parent, "path", []) + [name])
 
     def decorate(function):
+        example = inspect.cleandoc(function.__doc__ or "")
         if audited:
             function = _audited(action, function)
-        return parent.command(name, help=help_text, short_help=help_text, **kwargs)(function)
+        made = click.command(name, help=help_text, short_help=help_text,
+                             epilog=f"\b\nExample:\n  {example}" if example else None, **kwargs)(function)
+        made.example = example
+        if parent is not None:
+            parent.add_command(made)
+        return made
     return decorate
 
 

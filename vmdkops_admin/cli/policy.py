@@ -4,6 +4,7 @@ import click
 
 from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
+from .types import name_option
 
 
 def _active(count):
@@ -17,45 +18,54 @@ POLICY_COLUMNS = (Column("Policy Name", "name"), Column("Policy Content", "conte
                   Column("Applies To", "applies"))
 
 
-def register(cli):
-    policy = group("policy", "Configure and display storage policy information", cli)
+policy = group("policy", "Configure and display storage policy information")
+policy_option = name_option("The name of the policy")
+content_option = click.option("--content", required=True, help="The VSAN policy string")
 
-    @command(policy, "create", "Create a storage policy")
-    @click.option("--name", required=True, help="The name of the policy")
-    @click.option("--content", required=True, help="The VSAN policy string")
-    @with_db
-    def create(session, name, content):
-        from .. import policy as lib
 
-        emit_message(lib.create(session, backend(), name, content))
+@command(policy, "create", "Create a storage policy")
+@policy_option
+@content_option
+@with_db
+def create(session, name, content):
+    """vmdkops_admin policy create --name=some-policy --content='(("proportionalCapacity" i50))'"""
+    from .. import policy as lib
 
-    @command(policy, "rm", "Remove a storage policy")
-    @click.option("--name", required=True, help="Policy name")
-    @with_db
-    def rm(session, name):
-        from .. import policy as lib
+    emit_message(lib.create(session, backend(), name, content))
 
-        emit_message(lib.remove(session, backend(), name))
 
-    @command(policy, "ls", "List storage policies and volumes using those policies",
-             audited=False)
-    @output_format_option
-    def ls(output_format):
-        from .. import config
-        from .. import policy as lib
+@command(policy, "rm", "Remove a storage policy")
+@policy_option
+@with_db
+def rm(session, name):
+    """vmdkops_admin policy rm --name=some-policy"""
+    from .. import policy as lib
 
-        if config.detect().mode is config.Mode.NOT_CONFIGURED:
-            emit_records(POLICY_COLUMNS, [])
-            return
-        emit_records(POLICY_COLUMNS, with_db(lib.list_policies)(backend()))
+    emit_message(lib.remove(session, backend(), name))
 
-    @command(policy, "update", "Update the definition of a storage policy and all VSAN objects "
-             "using that policy")
-    @click.option("--name", required=True, help="The name of the policy")
-    @click.option("--content", required=True, help="The VSAN policy string")
-    @with_db
-    def update(session, name, content):
-        from .. import policy as lib
-        from .render import progress_bar
 
-        emit_message(lib.update(session, backend(), name, content, progress_bar("Updating volumes")))
+@command(policy, "ls", "List storage policies and volumes using those policies",
+         audited=False)
+@output_format_option
+def ls(output_format):
+    """vmdkops_admin policy ls"""
+    from .. import config
+    from .. import policy as lib
+
+    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+        emit_records(POLICY_COLUMNS, [])
+        return
+    emit_records(POLICY_COLUMNS, with_db(lib.list_policies)(backend()))
+
+
+@command(policy, "update", "Update the definition of a storage policy and all VSAN objects "
+         "using that policy")
+@policy_option
+@content_option
+@with_db
+def update(session, name, content):
+    """vmdkops_admin policy update --name=some-policy --content='(("hostFailuresToTolerate" i1))'"""
+    from .. import policy as lib
+    from .render import progress_bar
+
+    emit_message(lib.update(session, backend(), name, content, progress_bar("Updating volumes")))

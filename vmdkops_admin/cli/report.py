@@ -70,70 +70,75 @@ def write_atomically(path, text):
         raise VmdkopsError(f"Cannot write {path}: {exc.strerror}") from None
 
 
-def register(cli):
-    report = group("report", "Reports for cron and monitoring: usage, history and audit", cli)
+report = group("report", "Reports for cron and monitoring: usage, history and audit")
 
-    @command(report, "usage", "Volumes, space and quota use per vmgroup and datastore", audited=False)
-    @click.option("--vmgroup", help="Only this vmgroup")
-    @click.option("--datastore", help="Only this datastore")
-    @click.option("--output-format", type=click.Choice(FORMATS + ("prometheus",), case_sensitive=False),
-                  default=None, help="table (default), json, csv, xml or prometheus (for "
-                                     "node_exporter's textfile collector)")
-    @click.option("--output", "output_file", metavar="FILE",
-                  help="Write to FILE (atomically: a new file replaces the old one) instead of stdout")
-    @click.option("--threshold", type=click.FloatRange(0, 1000), metavar="PCT",
-                  help="When a quota is PCT% used or more: list those rows on stderr and exit 4")
-    @click.option("--record", is_flag=True, help="Also keep this report as a snapshot for 'report history'")
-    @click.option("--keep", callback=_duration, metavar="DURATION",
-                  help="With --record: drop snapshots older than this (e.g. 90d)")
-    def usage(vmgroup, datastore, output_format, output_file, threshold, record, keep):
-        from .. import config
-        from .. import report as lib
 
-        with config.reader() as query:
-            if query is None:
-                from ..errors import INIT_NEEDED, NotConfigured
+@command(report, "usage", "Volumes, space and quota use per vmgroup and datastore", audited=False)
+@click.option("--vmgroup", help="Only this vmgroup")
+@click.option("--datastore", help="Only this datastore")
+@click.option("--output-format", type=click.Choice(FORMATS + ("prometheus",), case_sensitive=False),
+              default=None, help="table (default), json, csv, xml or prometheus (for "
+                                 "node_exporter's textfile collector)")
+@click.option("--output", "output_file", metavar="FILE",
+              help="Write to FILE (atomically: a new file replaces the old one) instead of stdout")
+@click.option("--threshold", type=click.FloatRange(0, 1000), metavar="PCT",
+              help="When a quota is PCT% used or more: list those rows on stderr and exit 4")
+@click.option("--record", is_flag=True, help="Also keep this report as a snapshot for 'report history'")
+@click.option("--keep", callback=_duration, metavar="DURATION",
+              help="With --record: drop snapshots older than this (e.g. 90d)")
+def usage(vmgroup, datastore, output_format, output_file, threshold, record, keep):
+    """vmdkops_admin report usage --threshold 90"""
+    from .. import config
+    from .. import report as lib
 
-                raise NotConfigured(INIT_NEEDED)
-            records = lib.usage(query, backend(), vmgroup, datastore)
-        if record:
-            config.run_in_transaction(lib.record, records, keep)
-        fmt = (output_format or chosen_format()).lower()
-        text = (lib.prometheus(records) if fmt == "prometheus"
-                else format_records(USAGE_COLUMNS, records, fmt))
-        if output_file:
-            write_atomically(output_file, text)
-        else:
-            click.echo(text, nl=False)
-        if threshold is not None:
-            hot = lib.over(records, threshold)
-            for r in hot:
-                click.echo(f"vmdkops: vmgroup {r['vmgroup']} uses {r['used_pct']:.1f}% of its "
-                           f"{_size(r['total_size'])} quota on datastore {r['datastore']} "
-                           f"(threshold {threshold:g}%)", err=True)
-            if hot:
-                sys.exit(EXIT_THRESHOLD)
+    with config.reader() as query:
+        if query is None:
+            from ..errors import INIT_NEEDED, NotConfigured
 
-    @command(report, "history", "Growth of each vmgroup's use of each datastore, from the "
-             "snapshots 'report usage --record' kept", audited=False)
-    @click.option("--since", callback=_duration, metavar="DURATION", help="Only snapshots this recent (e.g. 30d)")
-    @click.option("--vmgroup", help="Only this vmgroup")
-    @output_format_option
-    @with_db
-    def history(session, since, vmgroup, output_format):
-        from .. import report as lib
+            raise NotConfigured(INIT_NEEDED)
+        records = lib.usage(query, backend(), vmgroup, datastore)
+    if record:
+        config.run_in_transaction(lib.record, records, keep)
+    fmt = (output_format or chosen_format()).lower()
+    text = (lib.prometheus(records) if fmt == "prometheus"
+            else format_records(USAGE_COLUMNS, records, fmt))
+    if output_file:
+        write_atomically(output_file, text)
+    else:
+        click.echo(text, nl=False)
+    if threshold is not None:
+        hot = lib.over(records, threshold)
+        for r in hot:
+            click.echo(f"vmdkops: vmgroup {r['vmgroup']} uses {r['used_pct']:.1f}% of its "
+                       f"{_size(r['total_size'])} quota on datastore {r['datastore']} "
+                       f"(threshold {threshold:g}%)", err=True)
+        if hot:
+            sys.exit(EXIT_THRESHOLD)
 
-        emit_records(HISTORY_COLUMNS, lib.history(session, since, vmgroup))
 
-    @command(report, "audit", "Changes made with vmdkops_admin and operations of the executor",
-             audited=False)
-    @click.option("--since", callback=_duration, metavar="DURATION", help="Only events this recent (e.g. 7d)")
-    @click.option("--vmgroup", help="Only events of this vmgroup")
-    @click.option("--vm", help="Only events of this VM")
-    @click.option("--failed", is_flag=True, help="Only what failed")
-    @output_format_option
-    @with_db
-    def audit(session, since, vmgroup, vm, failed, output_format):
-        from .. import report as lib
+@command(report, "history", "Growth of each vmgroup's use of each datastore, from the "
+         "snapshots 'report usage --record' kept", audited=False)
+@click.option("--since", callback=_duration, metavar="DURATION", help="Only snapshots this recent (e.g. 30d)")
+@click.option("--vmgroup", help="Only this vmgroup")
+@output_format_option
+@with_db
+def history(session, since, vmgroup, output_format):
+    """vmdkops_admin report history --since 30d --vmgroup=vg1"""
+    from .. import report as lib
 
-        emit_records(AUDIT_COLUMNS, lib.audit_events(session, since, vmgroup, vm, failed))
+    emit_records(HISTORY_COLUMNS, lib.history(session, since, vmgroup))
+
+
+@command(report, "audit", "Changes made with vmdkops_admin and operations of the executor",
+         audited=False)
+@click.option("--since", callback=_duration, metavar="DURATION", help="Only events this recent (e.g. 7d)")
+@click.option("--vmgroup", help="Only events of this vmgroup")
+@click.option("--vm", help="Only events of this VM")
+@click.option("--failed", is_flag=True, help="Only what failed")
+@output_format_option
+@with_db
+def audit(session, since, vmgroup, vm, failed, output_format):
+    """vmdkops_admin report audit --since 7d --failed"""
+    from .. import report as lib
+
+    emit_records(AUDIT_COLUMNS, lib.audit_events(session, since, vmgroup, vm, failed))

@@ -6,10 +6,10 @@ from .options import command
 from .render import emit_message
 
 
-def register(cli):
-    @command(cli, "status", "Show the status of the vmdk_ops service", audited=False)
-    @click.option("--fast", is_flag=True, help="Skip some of the data collection (port, version)")
-    def status(fast):
-        from .. import config, service
+@command(None, "status", "Show the status of the vmdk_ops service", audited=False)
+@click.option("--fast", is_flag=True, help="Skip some of the data collection (port, version)")
+def status(fast):
+    """vmdkops_admin status --fast"""
+    from .. import config, service
 
-        emit_message(service.status_lines(fast) + config.status_lines())
+    emit_message(service.status_lines(fast) + config.status_lines())

@@ -2,10 +2,10 @@
 
 import click
 
+from ..errors import REPLACE_VM_EMPTY
 from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
-
-SIZE_METAVAR = "Num{MB,GB,TB} - e.g. 2TB"
+from .types import DatastoreType, datastore_option, name_option, size_options, vm_list_option, vmgroup_option
 
 
 def _size_text(mb):
@@ -30,157 +30,157 @@ ACCESS_COLUMNS = (
 )
 
 
-def register(cli):
-    vmgroup = group("vmgroup", "Administer and monitor volume access control", cli)
+vmgroup = group("vmgroup", "Administer and monitor volume access control")
 
-    @command(vmgroup, "create", "Create a new vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--description", default="", help="The description of the vmgroup")
-    @click.option("--vm-list", metavar="vm1,vm2,...",
-                  help="A list of VM names (or uuids) to place in this vmgroup")
-    @click.option("--default-datastore", required=True,
-                  help="Datastore to be used by default for volumes placement")
-    @with_db
-    def create(session, name, description, vm_list, default_datastore):
+
+@command(vmgroup, "create", "Create a new vmgroup")
+@vmgroup_option
+@click.option("--description", default="", help="The description of the vmgroup")
+@vm_list_option("A list of VM names (or uuids) to place in this vmgroup", required=False, metavar="vm1,vm2,...")
+@click.option("--default-datastore", required=True, type=DatastoreType(),
+              help="Datastore to be used by default for volumes placement")
+@with_db
+def create(session, name, description, vm_list, default_datastore):
+    """vmdkops_admin vmgroup create --name=vg1 --default-datastore=datastore1 --vm-list=vm1,vm2"""
+    from .. import vmgroup as lib
+
+    emit_message(lib.create(session, backend(), name, default_datastore, description, vm_list))
+
+
+@command(vmgroup, "update", "Update an existing vmgroup")
+@vmgroup_option
+@click.option("--new-name", help="The new name of the vmgroup")
+@click.option("--description",
+              help="The new description of the vmgroup ('' clears it)")
+@click.option("--default-datastore", type=DatastoreType(),
+              help="Datastore to be used by default for volumes placement")
+@with_db
+def update(session, name, new_name, description, default_datastore):
+    """vmdkops_admin vmgroup update --name=vg1 --new-name=web --description='web servers'"""
+    from .. import vmgroup as lib
+
+    emit_message(lib.update(session, backend(), name, new_name, description, default_datastore))
+
+
+@command(vmgroup, "rm", "Delete a vmgroup")
+@vmgroup_option
+@click.option("--remove-volumes", is_flag=True,
+              help="BE CAREFUL: Removes this vmgroup volumes when removing a vmgroup")
+@click.option("--force", is_flag=True,
+              help="Force operation, ignore warnings (removes a vmgroup that still has VMs; "
+                   "they fall back to _DEFAULT)")
+@with_db
+def rm(session, name, remove_volumes, force):
+    """vmdkops_admin vmgroup rm --name=vg1 --remove-volumes"""
+    from .. import vmgroup as lib
+
+    emit_message(lib.remove(session, backend(), name, remove_volumes, force))
+
+
+@command(vmgroup, "ls", "List vmgroups and the VMs they are applied to", audited=False)
+@output_format_option
+def ls(output_format):
+    """vmdkops_admin vmgroup ls --output-format=json"""
+    from .. import config
+    from .. import vmgroup as lib
+
+    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+        emit_records(VMGROUP_COLUMNS, lib.not_configured_vmgroups())
+        return
+    emit_records(VMGROUP_COLUMNS, with_db(lib.list_vmgroups)(backend()))
+
+
+vm = group("vm", "Add, remove, replace and list VMs in a vmgroup", vmgroup)
+
+
+def _vm_list_command(name, help_text, name_help, list_help, action, example, empty_message=None):
+    """``vmgroup vm add|rm|replace``: the same options, each its library function."""
+    def run(session, name, vm_list):
         from .. import vmgroup as lib
 
-        emit_message(lib.create(session, backend(), name, default_datastore, description, vm_list))
+        emit_message(getattr(lib, action)(session, backend(), name, vm_list))
+    run.__doc__ = example
+    run = vm_list_option(list_help, empty_message=empty_message)(with_db(run))
+    return command(vm, name, help_text)(name_option(name_help)(run))
 
-    @command(vmgroup, "update", "Update an existing vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--new-name", help="The new name of the vmgroup")
-    @click.option("--description",
-                  help="The new description of the vmgroup ('' clears it)")
-    @click.option("--default-datastore",
-                  help="Datastore to be used by default for volumes placement")
-    @with_db
-    def update(session, name, new_name, description, default_datastore):
-        from .. import vmgroup as lib
 
-        emit_message(lib.update(session, backend(), name, new_name, description, default_datastore))
+vm_add = _vm_list_command("add", "Add a VM(s) to a vmgroup", "Vmgroup to add the VM to",
+                          "A list of VM names (or uuids) to add to this vmgroup", "vm_add",
+                          "vmdkops_admin vmgroup vm add --name=vg1 --vm-list=vm3,vm4")
+vm_rm = _vm_list_command("rm", "Remove VM(s) from a vmgroup", "Vmgroup to remove the VM from",
+                         "A list of VM names (or uuids) to rm from this vmgroup", "vm_remove",
+                         "vmdkops_admin vmgroup vm rm --name=vg1 --vm-list=vm3")
+vm_replace = _vm_list_command("replace", "Replace VM(s) for a vmgroup", "Vmgroup to replace the VM for",
+                              "A list of VM names (or uuids) to replace for this vmgroup", "vm_replace",
+                              "vmdkops_admin vmgroup vm replace --name=vg1 --vm-list=vm5,vm6",
+                              empty_message=REPLACE_VM_EMPTY)
 
-    @command(vmgroup, "rm", "Delete a vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--remove-volumes", is_flag=True,
-                  help="BE CAREFUL: Removes this vmgroup volumes when removing a vmgroup")
-    @click.option("--force", is_flag=True,
-                  help="Force operation, ignore warnings (removes a vmgroup that still has VMs; "
-                       "they fall back to _DEFAULT)")
-    @with_db
-    def rm(session, name, remove_volumes, force):
-        from .. import vmgroup as lib
 
-        emit_message(lib.remove(session, backend(), name, remove_volumes, force))
+@command(vm, "ls", "list VMs in a vmgroup", audited=False)
+@name_option("Vmgroup to list the VMs for")
+@output_format_option
+def vm_ls(name, output_format):
+    """vmdkops_admin vmgroup vm ls --name=vg1"""
+    from .. import config
+    from .. import vmgroup as lib
+    from ..errors import DEFAULT_VM_LS, INIT_NEEDED, InvalidArgument, NotConfigured
+    from ..names import DEFAULT_VMGROUP
 
-    @command(vmgroup, "ls", "List vmgroups and the VMs they are applied to", audited=False)
-    @output_format_option
-    def ls(output_format):
-        from .. import config
-        from .. import vmgroup as lib
+    if name == DEFAULT_VMGROUP:
+        raise InvalidArgument(DEFAULT_VM_LS)
+    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+        raise NotConfigured(INIT_NEEDED)
+    emit_records(VM_COLUMNS, with_db(lib.vm_list)(backend(), name))
 
-        if config.detect().mode is config.Mode.NOT_CONFIGURED:
-            emit_records(VMGROUP_COLUMNS, lib.not_configured_vmgroups())
-            return
-        emit_records(VMGROUP_COLUMNS, with_db(lib.list_vmgroups)(backend()))
 
-    vm = group("vm", "Add, remove, replace and list VMs in a vmgroup", vmgroup)
+access = group("access", "Add or remove Datastore access and quotas for a vmgroup", vmgroup)
 
-    def vm_command(name, help_text, name_help, vm_list_help):
-        def decorate(function):
-            function = with_db(function)
-            function = click.option("--vm-list", required=True, metavar="VM_LIST",
-                                    help=vm_list_help)(function)
-            function = click.option("--name", required=True, help=name_help)(function)
-            return command(vm, name, help_text)(function)
-        return decorate
 
-    @vm_command("add", "Add a VM(s) to a vmgroup", "Vmgroup to add the VM to",
-                "A list of VM names (or uuids) to add to this vmgroup")
-    def vm_add(session, name, vm_list):
-        from .. import vmgroup as lib
+@command(access, "add", "Add a datastore access for a vmgroup")
+@vmgroup_option
+@datastore_option("Datastore which access is controlled (or _VM_DS, _ALL_DS)")
+@click.option("--allow-create", is_flag=True, help="Allow create and delete on datastore if set")
+@size_options(clearable=False)
+@with_db
+def access_add(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
+    """vmdkops_admin vmgroup access add --name=vg1 --datastore=ds2 --allow-create --volume-maxsize=500MB --volume-totalsize=2GB"""
+    from .. import vmgroup as lib
 
-        emit_message(lib.vm_add(session, backend(), name, vm_list))
+    emit_message(lib.access_add(session, name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
-    @vm_command("rm", "Remove VM(s) from a vmgroup", "Vmgroup to remove the VM from",
-                "A list of VM names (or uuids) to rm from this vmgroup")
-    def vm_rm(session, name, vm_list):
-        from .. import vmgroup as lib
 
-        emit_message(lib.vm_remove(session, backend(), name, vm_list))
+@command(access, "set", "Modify datastore access for a vmgroup")
+@vmgroup_option
+@datastore_option("Datastore name (or _VM_DS, _ALL_DS)")
+@click.option("--allow-create", metavar="Value{True|False} - e.g. True",
+              help="Allow create and delete on datastore if set to True; disallow create "
+                   "and delete on datastore if set to False")
+@size_options(clearable=True)
+@with_db
+def access_set(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
+    """vmdkops_admin vmgroup access set --name=vg1 --datastore=ds2 --allow-create=False --volume-totalsize=unset"""
+    from .. import vmgroup as lib
 
-    @vm_command("replace", "Replace VM(s) for a vmgroup", "Vmgroup to replace the VM for",
-                "A list of VM names (or uuids) to replace for this vmgroup")
-    def vm_replace(session, name, vm_list):
-        from .. import vmgroup as lib
+    emit_message(lib.access_set(session, name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
-        emit_message(lib.vm_replace(session, backend(), name, vm_list))
 
-    @command(vm, "ls", "list VMs in a vmgroup", audited=False)
-    @click.option("--name", required=True, help="Vmgroup to list the VMs for")
-    @output_format_option
-    def vm_ls(name, output_format):
-        from .. import config
-        from .. import vmgroup as lib
-        from ..errors import DEFAULT_VM_LS, INIT_NEEDED, InvalidArgument, NotConfigured
-        from ..names import DEFAULT_VMGROUP
+@command(access, "rm", "Remove all access to a datastore for a vmgroup")
+@vmgroup_option
+@datastore_option("Datastore which access is controlled")
+@with_db
+def access_rm(session, name, datastore):
+    """vmdkops_admin vmgroup access rm --name=vg1 --datastore=ds2"""
+    from .. import vmgroup as lib
 
-        if name == DEFAULT_VMGROUP:
-            raise InvalidArgument(DEFAULT_VM_LS)
-        if config.detect().mode is config.Mode.NOT_CONFIGURED:
-            raise NotConfigured(INIT_NEEDED)
-        emit_records(VM_COLUMNS, with_db(lib.vm_list)(backend(), name))
+    emit_message(lib.access_remove(session, name, datastore))
 
-    access = group("access", "Add or remove Datastore access and quotas for a vmgroup", vmgroup)
 
-    @command(access, "add", "Add a datastore access for a vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--datastore", required=True,
-                  help="Datastore which access is controlled (or _VM_DS, _ALL_DS)")
-    @click.option("--allow-create", is_flag=True, help="Allow create and delete on datastore if set")
-    @click.option("--volume-maxsize", metavar=SIZE_METAVAR,
-                  help="Maximum size of the volume that can be created")
-    @click.option("--volume-totalsize", metavar=SIZE_METAVAR,
-                  help="Maximum total size of all volume that can be created on the datastore "
-                       "for this vmgroup")
-    @with_db
-    def access_add(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
-        from .. import vmgroup as lib
+@command(access, "ls", "List all access info for a vmgroup", audited=False)
+@vmgroup_option
+@output_format_option
+@with_db
+def access_ls(session, name, output_format):
+    """vmdkops_admin vmgroup access ls --name=vg1"""
+    from .. import vmgroup as lib
 
-        emit_message(lib.access_add(session, backend(), name, datastore, allow_create,
-                                    volume_maxsize, volume_totalsize))
-
-    @command(access, "set", "Modify datastore access for a vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--datastore", required=True, help="Datastore name (or _VM_DS, _ALL_DS)")
-    @click.option("--allow-create", metavar="Value{True|False} - e.g. True",
-                  help="Allow create and delete on datastore if set to True; disallow create "
-                       "and delete on datastore if set to False")
-    @click.option("--volume-maxsize", metavar=SIZE_METAVAR,
-                  help="Maximum size of the volume that can be created ('unset' for no limit)")
-    @click.option("--volume-totalsize", metavar=SIZE_METAVAR,
-                  help="Maximum total size of all volume that can be created on the datastore "
-                       "for this vmgroup ('unset' for no limit)")
-    @with_db
-    def access_set(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
-        from .. import vmgroup as lib
-
-        emit_message(lib.access_set(session, backend(), name, datastore, allow_create,
-                                    volume_maxsize, volume_totalsize))
-
-    @command(access, "rm", "Remove all access to a datastore for a vmgroup")
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @click.option("--datastore", required=True, help="Datastore which access is controlled")
-    @with_db
-    def access_rm(session, name, datastore):
-        from .. import vmgroup as lib
-
-        emit_message(lib.access_remove(session, backend(), name, datastore))
-
-    @command(access, "ls", "List all access info for a vmgroup", audited=False)
-    @click.option("--name", required=True, help="The name of the vmgroup")
-    @output_format_option
-    @with_db
-    def access_ls(session, name, output_format):
-        from .. import vmgroup as lib
-
-        emit_records(ACCESS_COLUMNS, lib.access_list(session, backend(), name))
+    emit_records(ACCESS_COLUMNS, lib.access_list(session, backend(), name))

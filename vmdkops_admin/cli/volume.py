@@ -46,64 +46,73 @@ def _list(chosen, vmgroup):
         return list_volumes(query, backend(), vmgroup, "used" in chosen)
 
 
-def register(cli):
-    volume = group("volume", "Manipulate volumes", cli)
+volume = group("volume", "Manipulate volumes")
 
-    @command(volume, "ls", "List volumes", audited=False)
-    @click.option("-c", "columns", type=ColumnList(), default=None,
-                  help=f"Display selected columns: Choices = {list(CHOICES)}")
-    @click.option("--vmgroup", metavar="VMGROUP",
-                  help="Displays volumes for a given vmgroup (a glob such as 'dev*')")
-    @output_format_option
-    def ls(columns, vmgroup, output_format):
-        chosen = columns or CHOICES
-        emit_records(_columns(chosen), _list(chosen, vmgroup))
 
-    @command(volume, "shortls", "List volumes with limited information", audited=False)
-    @click.option("--vmgroup", metavar="VMGROUP", help="Displays volumes for a given vmgroup")
-    @output_format_option
-    def shortls(vmgroup, output_format):
-        emit_records(_columns(SHORT), _list(SHORT, vmgroup))
+@command(volume, "ls", "List volumes", audited=False)
+@click.option("-c", "columns", type=ColumnList(), default=None,
+              help=f"Display selected columns: Choices = {list(CHOICES)}")
+@click.option("--vmgroup", metavar="VMGROUP",
+              help="Displays volumes for a given vmgroup (a glob such as 'dev*')")
+@output_format_option
+def ls(columns, vmgroup, output_format):
+    """vmdkops_admin volume ls -c volume,datastore,vmgroup,capacity,used --vmgroup=vg1"""
+    chosen = columns or CHOICES
+    emit_records(_columns(chosen), _list(chosen, vmgroup))
 
-    @command(volume, "set", "Edit settings for a given volume")
-    @click.option("--volume", "full_name", required=True,
-                  help='Volume to set options for, specified as "volume@datastore".')
-    @click.option("--vmgroup", required=True, help="Name of the vmgroup the volume belongs to.")
-    @click.option("--options", required=True,
-                  help="Options to be set on the volume: access=read-write|read-only, "
-                       "attach-as=independent_persistent|persistent.")
-    def set_(full_name, vmgroup, options):
-        from ..volume_admin import set_options
 
-        emit_message(with_db(set_options, optional=True)(backend(), full_name, vmgroup, options))
+@command(volume, "shortls", "List volumes with limited information", audited=False)
+@click.option("--vmgroup", metavar="VMGROUP", help="Displays volumes for a given vmgroup")
+@output_format_option
+def shortls(vmgroup, output_format):
+    """vmdkops_admin volume shortls"""
+    emit_records(_columns(SHORT), _list(SHORT, vmgroup))
 
-    @command(volume, "detach", "Detach a volume from the VM that holds it (when that VM is gone "
-             "or lost its vmgroup)")
-    @click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
-    @click.option("--vmgroup", default="_DEFAULT", show_default=True,
-                  help="Name of the vmgroup the volume belongs to.")
-    @click.option("--force", is_flag=True, required=True,
-                  help="Required: detach without the VM's consent.")
-    def detach(full_name, vmgroup, force):
-        from ..volume_admin import force_detach
 
-        emit_message(with_db(force_detach, optional=True)(backend(), full_name, vmgroup))
+@command(volume, "set", "Edit settings for a given volume")
+@click.option("--volume", "full_name", required=True,
+              help='Volume to set options for, specified as "volume@datastore".')
+@click.option("--vmgroup", required=True, help="Name of the vmgroup the volume belongs to.")
+@click.option("--options", required=True,
+              help="Options to be set on the volume: access=read-write|read-only, "
+                   "attach-as=independent_persistent|persistent.")
+def set_(full_name, vmgroup, options):
+    """vmdkops_admin volume set --volume=vol1@datastore1 --vmgroup=vg1 --options='access=read-only'"""
+    from ..volume_admin import set_options
 
-    @command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "
-             "agreement; repair what is safe, report the rest")
-    @click.option("--dry-run", is_flag=True, help="Only say what would be done")
-    @click.option("--adopt", is_flag=True,
-                  help="Also adopt volumes made by the original VDVS: give them our metadata "
-                       "from theirs (kept) and index them")
-    @output_format_option
-    def reconcile(dry_run, adopt, output_format):
-        from ..reconcile import reconcile as run
-        from .render import output_format as chosen_format
+    emit_message(with_db(set_options, optional=True)(backend(), full_name, vmgroup, options))
 
-        from .render import progress_bar
 
-        findings = with_db(run, optional=True)(backend(), dry_run, adopt, progress_bar("Reconciling"))
-        if not findings and chosen_format() == "table":
-            emit_message("Index, metadata, disks and attachments agree.")
-            return
-        emit_records(RECONCILE_COLUMNS, [f.__dict__ for f in findings])
+@command(volume, "detach", "Detach a volume from the VM that holds it (when that VM is gone "
+         "or lost its vmgroup)")
+@click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
+@click.option("--vmgroup", default="_DEFAULT", show_default=True,
+              help="Name of the vmgroup the volume belongs to.")
+@click.option("--force", is_flag=True, required=True,
+              help="Required: detach without the VM's consent.")
+def detach(full_name, vmgroup, force):
+    """vmdkops_admin volume detach --volume=vol1@datastore1 --force"""
+    from ..volume_admin import force_detach
+
+    emit_message(with_db(force_detach, optional=True)(backend(), full_name, vmgroup))
+
+
+@command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "
+         "agreement; repair what is safe, report the rest")
+@click.option("--dry-run", is_flag=True, help="Only say what would be done")
+@click.option("--adopt", is_flag=True,
+              help="Also adopt volumes made by the original VDVS: give them our metadata "
+                   "from theirs (kept) and index them")
+@output_format_option
+def reconcile(dry_run, adopt, output_format):
+    """vmdkops_admin volume reconcile --dry-run"""
+    from ..reconcile import reconcile as run
+    from .render import output_format as chosen_format
+
+    from .render import progress_bar
+
+    findings = with_db(run, optional=True)(backend(), dry_run, adopt, progress_bar("Reconciling"))
+    if not findings and chosen_format() == "table":
+        emit_message("Index, metadata, disks and attachments agree.")
+        return
+    emit_records(RECONCILE_COLUMNS, [f.__dict__ for f in findings])
