@@ -106,10 +106,19 @@ class Driver(RefcountedDriver):
         if not wait_for(device):
             log.warning("Exceeded timeout while waiting for device attach to complete")
         try:
+            if fs.grow_unmounted(device, fstype):
+                log.info("The filesystem of %s grew to its volume's size", full)
+        except (fs.FsError, OSError) as exc:
+            log.warning("%s: %s; it is mounted as it is", full, exc)
+        try:
             fs.mount(device, self.target(full), fstype, read_only)
         except fs.FsError:
             self._detach(full)
             raise
+        try:
+            fs.grow_mounted(self.target(full), fstype, read_only)
+        except (fs.FsError, OSError) as exc:
+            log.warning("%s: %s", full, exc)
 
     def mount_failed(self, full):
         self._detach(full)

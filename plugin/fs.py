@@ -4,6 +4,7 @@ under the mount root (``/proc/mounts``)."""
 
 import glob
 import os
+import struct
 import subprocess
 
 MKFS_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
@@ -11,6 +12,10 @@ LABEL_LIMITS = {"xfs": 12, "vfat": 11, "btrfs": 255}  # ext2/3/4: 16
 # mkfs would discard the device's blocks, which makes a thick disk thin again.
 NO_DISCARD = {"ext2": ["-F", "-E", "nodiscard"], "ext3": ["-F", "-E", "nodiscard"],
               "ext4": ["-F", "-E", "nodiscard"], "xfs": ["-K"]}
+
+
+EXT_MAGIC = 0xEF53
+EXT_64BIT = 0x80  # incompatible feature: the block count has a high half
 
 
 class FsError(Exception):
@@ -47,6 +52,53 @@ def mkfs(fstype, device, label):
         output = "\n".join((result.stdout + result.stderr).strip().splitlines()[:3])
         raise FsError(f"Failed to create filesystem on {device}: exit status {result.returncode}. "
                       f"Output = {output}")
+
+
+def _ext_size(device):
+    """(filesystem bytes, block bytes) from an ext2/3/4 superblock, or None."""
+    with open(device, "rb") as f:
+        f.seek(1024)
+        block = f.read(1024)
+    if len(block) < 1024 or struct.unpack_from("<H", block, 56)[0] != EXT_MAGIC:
+        return None
+    count_lo, = struct.unpack_from("<I", block, 4)
+    block_size = 1024 << struct.unpack_from("<I", block, 24)[0]
+    incompat, = struct.unpack_from("<I", block, 96)
+    count_hi = struct.unpack_from("<I", block, 0x150)[0] if incompat & EXT_64BIT else 0
+    return (count_hi << 32 | count_lo) * block_size, block_size
+
+
+def device_bytes(device):
+    with open(device, "rb") as f:
+        return f.seek(0, os.SEEK_END)
+
+
+def grow_unmounted(device, fstype):
+    """An ext2/3/4 filesystem smaller than its device (the volume was
+    resized) grows to the device, before it is mounted; True if it grew."""
+    if not fstype.startswith("ext"):
+        return False
+    found = _ext_size(device)
+    if found is None or device_bytes(device) - found[0] < found[1]:
+        return False
+    checked = subprocess.run(["e2fsck", "-f", "-p", device], capture_output=True, text=True, timeout=600)
+    if checked.returncode > 1:  # 1: errors corrected
+        raise FsError(f"Cannot grow the filesystem on {device}: e2fsck: {checked.stdout.strip()} "
+                      f"{checked.stderr.strip()}")
+    _run(["resize2fs", device], f"Cannot grow the filesystem on {device}")
+    return True
+
+
+def grow_mounted(target, fstype, read_only):
+    """xfs grows only while mounted (a no-op when it has the device's size)."""
+    if fstype == "xfs" and not read_only:
+        _run(["xfs_growfs", "-d", target], f"Cannot grow the filesystem at {target}")
+
+
+def _run(argv, failure):
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise FsError(f"{failure}: {(result.stderr or result.stdout).strip()}")
 
 
 def mount(device, target, fstype, read_only):

@@ -87,6 +87,22 @@ def test_disks(env):
         assert not backend.disk_exists(d)
 
 
+def test_grow(env):
+    """A detached disk grows; the simulator has no ExtendVirtualDisk_Task and says so."""
+    backend = env.backend
+    descriptor = env.disk("grown", 10, "zeroedthick")
+    if backend.name == "vsphere":
+        with pytest.raises(VmdkopsError, match="Failed to extend volume: "):
+            backend.grow_disk(descriptor, 20, "zeroedthick")
+        assert backend.disk_info(descriptor)[0] == 10 << 20
+        return
+    backend.grow_disk(descriptor, 20, "zeroedthick")
+    capacity, allocated = backend.disk_info(descriptor)
+    assert capacity == 20 << 20 and allocated >= 20 << 20
+    backend.grow_disk(descriptor, 20, "zeroedthick")  # again: it has the size
+    assert backend.disk_info(descriptor)[0] == 20 << 20
+
+
 def test_metadata_with_guard(env):
     backend = env.backend
     descriptor = env.disk()

@@ -78,7 +78,7 @@ def crash(executor, step, *request):
     executor.start()
 
 
-@pytest.mark.parametrize("step", ["create:reserved", "create:disk", "create:metadata"])
+@pytest.mark.parametrize("step", ["create:reserved", "create:disk", "create:metadata", "create:ready"])
 @pytest.mark.parametrize("clone", [False, True], ids=["create", "clone"])
 def test_create_and_clone(executor, admin, inventory, home, step, clone):
     admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=300MB")
@@ -154,7 +154,7 @@ def test_a_create_killed_while_writing_is_undone_and_can_be_retried(executor, ad
     assert_consistent(admin, inventory, home)
 
 
-@pytest.mark.parametrize("step", ["remove:marked", "remove:deleted"])
+@pytest.mark.parametrize("step", ["remove:marked", "remove:deleted", "remove:unindexed"])
 def test_remove(executor, admin, inventory, home, step):
     executor.ok("VM1", "create", "v")
     crash(executor, step, "remove", "v")
@@ -164,7 +164,8 @@ def test_remove(executor, admin, inventory, home, step):
     assert_consistent(admin, inventory, home)
 
 
-@pytest.mark.parametrize("step", ["attach:losetup", "attach:claim", "attach:device", "attach:metadata"])
+@pytest.mark.parametrize("step", ["attach:losetup", "attach:claim", "attach:device", "attach:metadata",
+                                  "attach:indexed"])
 def test_attach(executor, admin, inventory, home, step):
     executor.ok("VM1", "create", "v")
     crash(executor, step, "attach", "v")
@@ -176,7 +177,7 @@ def test_attach(executor, admin, inventory, home, step):
     assert_consistent(admin, inventory, home)
 
 
-@pytest.mark.parametrize("step", ["detach:device", "detach:metadata"])
+@pytest.mark.parametrize("step", ["detach:device", "detach:metadata", "detach:indexed"])
 def test_detach(executor, admin, inventory, home, step):
     executor.ok("VM1", "create", "v")
     executor.ok("VM1", "attach", "v")
@@ -185,6 +186,42 @@ def test_detach(executor, admin, inventory, home, step):
     executor.ok("VM1", "detach", "v")
     assert executor.ok("VM1", "get", "v")["status"] == "detached"
     executor.ok("VM1", "remove", "v")
+    assert_consistent(admin, inventory, home)
+
+
+@pytest.mark.parametrize("step, diskformat", [
+    ("resize:reserved", "thin"), ("resize:writing", "eagerzeroedthick"), ("resize:extent", "zeroedthick"),
+    ("resize:descriptor", "thin"), ("resize:metadata", "eagerzeroedthick"), ("resize:done", "thin")])
+def test_resize(executor, admin, inventory, home, step, diskformat):
+    """``volume resize`` killed at each step: the executor's start settles the
+    volume at the old size or the new one, in the index, the side-car and
+    the disk alike; the resize again then ends at the new size."""
+    executor.ok("VM1", "create", "v", {"size": "100mb", "diskformat": diskformat})
+    killed = admin.proc("volume", "resize", "--volume=v@DS1", "--size=200MB",
+                        env=dict(os.environ, VMDKOPS_CRASH_AT=step))
+    assert killed.returncode == -9, (killed.stdout, killed.stderr)
+    executor.stop()
+    executor.start()
+    assert_consistent(admin, inventory, home)
+    [(_, descriptor)] = [(v, d) for ds in inventory.datastores() for _, v, d in inventory.volume_files(ds)]
+    size_mb = inventory.disk_info(descriptor)[0] >> 20
+    assert size_mb in (100, 200) and inventory.read_metadata(descriptor).get("capacityMB", 100) == size_mb
+    if size_mb == 100:
+        admin.ok("volume resize --volume=v@DS1 --size=200MB")
+    assert executor.ok("VM1", "get", "v")["capacity"]["size"] == "200MB"
+    assert_consistent(admin, inventory, home)
+
+
+def test_an_attach_during_a_resize_is_refused(executor, admin, inventory, home):
+    executor.ok("VM1", "create", "v", {"size": "100mb"})
+    killed = admin.proc("volume", "resize", "--volume=v@DS1", "--size=200MB",
+                        env=dict(os.environ, VMDKOPS_CRASH_AT="resize:reserved"))
+    assert killed.returncode == -9
+    assert executor.err("VM1", "attach", "v") == "Failed to attach volume v@DS1: it is being resized"
+    assert parse_table(admin.ok("volume reconcile")) == [
+        {"Volume": "v@DS1", "Problem": "resize was interrupted", "Action": "settled at 100 MB"}]
+    executor.ok("VM1", "attach", "v")
+    executor.ok("VM1", "detach", "v")
     assert_consistent(admin, inventory, home)
 
 

@@ -104,6 +104,27 @@ def test_s6_quota(docker_host, admin):
     assert "VolumeDriver.Create: The total volume size exceeds the usage quota" in result.stderr
 
 
+@pytest.mark.parametrize("fstype", ["ext4", "xfs"])
+def test_a_resized_volume_grows_its_filesystem_at_the_next_mount(docker_host, admin, fstype):
+    """Resize while no container uses it (refused while one does); the next
+    container sees the new size and the data."""
+    host = docker_host()
+    host.docker("volume", "create", "-d", host.driver, "-o", "size=400mb", "-o", f"fstype={fstype}", "big")
+    running = host.docker("run", "-d", "--network", "none", "-v", "big:/data", "local/busybox",
+                          "sh", "-c", "echo kept > /data/f && sync && sleep 600").stdout.strip()
+    assert "stop the containers that use it" in admin.err("volume resize --volume=big@DS1 --size=900MB")
+    host.docker("rm", "-f", running)
+    assert admin.ok("volume resize --volume=big@DS1 --size=900MB") == \
+        "Volume big@DS1 resized from 400 MB to 900 MB\n"
+    assert inspect(host, "big")["Status"]["capacity"]["size"] == "900MB"
+    shown = host.run(["-v", "big:/data"], "cat /data/f && df -m /data | tail -1").stdout.split("\n")
+    assert shown[0] == "kept"
+    total_mb = int(shown[1].split()[1])
+    assert 800 < total_mb <= 900, shown
+    shown = host.run(["-v", "big:/data"], "df -m /data | tail -1").stdout  # grown once, then as it is
+    assert int(shown.split()[1]) == total_mb
+
+
 def test_s7_tenancy(docker_host, admin):
     admin.ok("config init --local")
     admin.ok("vmgroup create --name=other --default-datastore=DS2 --vm-list=VM2")

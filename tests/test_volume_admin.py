@@ -153,3 +153,87 @@ def test_force_detach_from_a_vm_that_is_gone(executor, admin):
         {"Volume": "held", "Attached-to": "detached"}]
     assert executor.ok("VM1", "attach", "held")["Unit"] == "0"
     executor.ok("VM1", "detach", "held")
+
+
+def index_size(name):
+    from sqlalchemy import select
+
+    from vmdkops_admin.config import run_in_transaction
+    from vmdkops_admin.db.models import Volume
+
+    return run_in_transaction(lambda session: session.scalars(
+        select(Volume.size_mb).where(Volume.name == name)).one())
+
+
+@pytest.mark.parametrize("diskformat", ["thin", "zeroedthick", "eagerzeroedthick"])
+def test_resize_grows_a_detached_volume(executor, admin, inventory, diskformat):
+    import subprocess
+
+    executor.ok("VM1", "create", "v", {"size": "200mb", "diskformat": diskformat})
+    assert admin.ok("volume resize --volume=v@DS1 --size=500MB") == "Volume v@DS1 resized from 200 MB to 500 MB\n"
+    assert parse_table(admin.ok("volume ls -c volume,capacity,disk-format")) == [
+        {"Volume": "v", "Capacity": "500MB", "Disk Format": diskformat}]
+    assert executor.ok("VM1", "get", "v")["capacity"]["size"] == "500MB"
+    descriptor = inventory.descriptor(inventory.datastore_by_name("DS1"), "11111111-1111-1111-1111-111111111111", "v")
+    assert inventory.read_metadata(descriptor)["capacityMB"] == 500
+    assert index_size("v") == 500
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", descriptor], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["virtual-size"] == 500 << 20
+    assert subprocess.run(["qemu-img", "check", descriptor], capture_output=True).returncode == 0
+    allocated = inventory.disk_info(descriptor)[1]
+    assert (500 << 20 <= allocated < 510 << 20) if diskformat != "thin" else allocated < 1 << 20, allocated
+    for size in ("500MB", "400MB"):
+        assert admin.err(f"volume resize --volume=v@DS1 --size={size}") == (
+            f"Volume v@DS1 has 500 MB; it can only grow (asked for {size[:-2]} MB)")
+    assert admin.err("volume resize --volume=v@DS1 --size=1.5GB").startswith("Invalid size '1.5GB'")
+    assert admin.ok("volume reconcile --dry-run") == "Index, metadata, disks and attachments agree.\n"
+    [usage] = json.loads(admin.ok("report usage --output-format=json"))
+    assert (usage["datastore"], usage["provisioned_mb"]) == ("DS1", 500)
+    audit = json.loads(admin.ok("report audit --output-format=json"))
+    assert [(e["action"], e["target"], e["outcome"]) for e in audit if e["action"] == "volume resize"] == [
+        ("volume resize", "v@DS1", "ok"), ("volume resize", "v@DS1", "failed"),
+        ("volume resize", "v@DS1", "failed")]
+
+
+def test_resize_within_the_limits_and_never_while_attached(executor, admin):
+    admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=600MB "
+             "--volume-maxsize=450MB")
+    executor.ok("VM1", "create", "a", {"size": "200mb"})
+    executor.ok("VM1", "create", "b", {"size": "200mb"})
+    assert admin.err("volume resize --volume=a@DS1 --size=500MB") == \
+        "Volume size exceeds the max volume size limit"
+    assert admin.err("volume resize --volume=a@DS1 --size=401MB") == \
+        "The total volume size exceeds the usage quota"
+    assert index_size("a") == 200 and executor.ok("VM1", "get", "a")["capacity"]["size"] == "200MB"
+    admin.ok("volume resize --volume=a@DS1 --size=400MB")  # the quota exactly
+    assert executor.err("VM1", "create", "c", {"size": "1mb"}) == "The total volume size exceeds the usage quota"
+    executor.ok("VM3", "attach", "b")
+    assert admin.err("volume resize --volume=b@DS1 --size=201MB") == (
+        "Volume b@DS1 is attached to VM VM3: stop the containers that use it (it is detached when "
+        "the last one stops), then resize it")
+    executor.ok("VM3", "detach", "b")
+    assert admin.ok("volume reconcile --dry-run") == "Index, metadata, disks and attachments agree.\n"
+
+
+def test_concurrent_resizes_and_creates_stay_within_the_quota(executor, admin):
+    import concurrent.futures
+
+    admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=1000MB")
+    for i in range(4):
+        executor.ok("VM1", "create", f"r{i}", {"size": "100mb"})
+
+    def resize(i):
+        return admin.proc("volume", "resize", f"--volume=r{i}@DS1", "--size=400MB").returncode
+
+    def create(i):
+        return "Error" not in executor.call("VM1", "create", f"c{i}", {"size": "300mb"})
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        resized = list(pool.map(resize, range(4)))
+        created = list(pool.map(create, range(2)))
+    rows = parse_table(admin.ok("volume ls -c volume,capacity"))
+    total = sum(int(row["Capacity"][:-2]) for row in rows)
+    assert 700 <= total <= 1000, (rows, resized, created)
+    assert total == 400 + 300 * resized.count(0) + 300 * created.count(True)
+    assert admin.ok("volume reconcile --dry-run") == "Index, metadata, disks and attachments agree.\n"

@@ -68,7 +68,12 @@ def test_executor_on_vsphere(vsphere_home, admin):
         admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=25MB")
         assert executor.err(vm.name, "create", "v3", {"size": "10mb"}) == \
             "The total volume size exceeds the usage quota"
-        for name in ("v1", "v2"):
+        # The simulator has no ExtendVirtualDisk_Task: resize says so and changes nothing.
+        assert admin.err(f"volume resize --volume=v1@{vm.datastore} --size=12MB").startswith(
+            "Failed to extend volume: ")
+        assert admin.ok("volume reconcile --dry-run") == "Index, metadata, disks and attachments agree.\n"
+        executor.ok(vm.name, "create", "v3", {"size": "5mb"})  # 20 of 25 MB were used, as before
+        for name in ("v1", "v2", "v3"):
             executor.ok(vm.name, "remove", name)
         assert executor.ok(vm.name, "list") == []
     finally:

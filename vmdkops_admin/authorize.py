@@ -56,6 +56,10 @@ def tenant_of(session, vm):
         group = session.scalars(select(VmGroup).where(VmGroup.name == DEFAULT_VMGROUP)).first()
     if group is None:
         raise NotAuthorized(f"VM {vm.name} does not belong to any vmgroup")
+    return tenant_of_group(session, group)
+
+
+def tenant_of_group(session, group):
     rules = {p.datastore_url: Rule(p.allow_create, p.max_volume_size, p.usage_quota)
              for p in session.scalars(select(Privilege).where(Privilege.vmgroup_id == group.id))}
     return Tenant(group.uuid, group.name, group.default_datastore_url, group.id, rules)
@@ -90,6 +94,16 @@ def check_create(rule, size_mb, used_mb):
     if rule.max_volume_size is not None and size_mb > rule.max_volume_size:
         raise NotAuthorized("Volume size exceeds the max volume size limit")
     if rule.usage_quota is not None and used_mb + size_mb > rule.usage_quota:
+        raise NotAuthorized("The total volume size exceeds the usage quota")
+
+
+def check_growth(rule, old_mb, new_mb, used_mb):
+    """A volume growing from ``old_mb`` to ``new_mb``: the limits of a create."""
+    if rule is None:
+        return
+    if rule.max_volume_size is not None and new_mb > rule.max_volume_size:
+        raise NotAuthorized("Volume size exceeds the max volume size limit")
+    if rule.usage_quota is not None and used_mb - old_mb + new_mb > rule.usage_quota:
         raise NotAuthorized("The total volume size exceeds the usage quota")
 
 

@@ -179,6 +179,13 @@ def _indexed_disk(session, snapshot, row, disk, holder, full, found):
             backend.delete_disk(descriptor)
             session.delete(row)
         return
+    if row.state == "resizing":
+        capacity_mb = snapshot.capacity_mb(disk) or backend.disk_info(descriptor)[0] // (1024 * 1024)
+        if found(full, "resize was interrupted", f"settled at {capacity_mb} MB"):
+            row.state, row.size_mb = "ready", capacity_mb
+            if meta is not None and meta.get("capacityMB") != capacity_mb:
+                backend.write_metadata(descriptor, dict(meta, capacityMB=capacity_mb))
+        return
     if row.state == "creating":
         if meta is None:
             if found(full, "create was interrupted", "undone"):

@@ -55,7 +55,7 @@ def usage(query, backend, vmgroup=None, datastore=None, with_allocated=True):
     pairs = {}
     for gid, url, name, size, attached in query(
             "SELECT vmgroup_id, datastore_url, name, size_mb, attached_vm_uuid FROM volumes "
-            "WHERE state = 'ready'"):
+            "WHERE state IN ('ready', 'resizing')"):
         entry = pairs.setdefault((gid, url), {"volumes": 0, "attached": 0, "provisioned": 0, "disks": []})
         entry["volumes"] += 1
         entry["attached"] += 1 if attached else 0

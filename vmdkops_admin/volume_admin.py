@@ -89,7 +89,7 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
         rows = query(
             "SELECT v.name, v.datastore_url, CAST(v.options AS TEXT), v.size_mb, "
             "v.attached_vm_uuid, v.created_by, CAST(v.created AS TEXT), g.uuid, g.name "
-            "FROM volumes v JOIN vmgroups g ON v.vmgroup_id = g.id WHERE v.state = 'ready'")
+            "FROM volumes v JOIN vmgroups g ON v.vmgroup_id = g.id WHERE v.state IN ('ready', 'resizing')")
         parsed_options, folders = {}, {}
         for name, url, options, size, attached, created_by, created, group_uuid, group_name in rows:
             indexed.add((url, group_uuid, name))
@@ -255,3 +255,52 @@ def power(session, backend, name, on):
             detach_disk(backend, session, vm, descriptor, datastore.url, volume)
             released.append(f"{volume}@{datastore.name}")
     return f"VM {vm.name} is powered off" + (f"; detached {', '.join(sorted(released))}" if released else "")
+
+
+def resize(session, backend, full_name, vmgroup, size_mb):
+    """``volume resize``: grow a detached volume, checked against its
+    vmgroup's limits as a create is. Its index row is "resizing" (the new
+    size counted) while the disk grows; a crash is settled by reconcile at the
+    size the disk has."""
+    from . import authorize
+    from .db import write_lock
+    from .db.models import VmGroup
+    from .faults import crashpoint
+    from .steps import step
+    from .volumes import MAX_DISK_MB
+
+    datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
+    old_mb = backend.disk_info(descriptor)[0] // (1024 * 1024)
+    if size_mb <= old_mb:
+        raise InvalidArgument(f"Volume {full_name} has {old_mb} MB; it can only grow (asked for {size_mb} MB)")
+    if size_mb > MAX_DISK_MB:
+        raise InvalidArgument(f"Invalid volume size specified: {size_mb} MB is more than the largest disk, 62tb")
+    holder = backend.attached_to(descriptor)
+    if holder is not None:
+        vm = backend.find_vm(holder[0])
+        raise VmdkopsError(f"Volume {full_name} is attached to VM {vm.name if vm else holder[0]}: stop the "
+                           "containers that use it (it is detached when the last one stops), then resize it")
+    if row is not None:
+        with step(session, "resize:reserved"):
+            write_lock(session, f"{row.vmgroup_id}|{datastore.url}")
+            session.refresh(row)
+            tenant = authorize.tenant_of_group(session, session.get(VmGroup, row.vmgroup_id))
+            creator = backend.find_vm(row.created_by) if row.created_by else None
+            home = backend.datastore_by_name(creator.datastore) if creator else None
+            rule = authorize.rule_for(tenant, datastore.url, home.url if home else None, False)
+            authorize.check_growth(rule, row.size_mb, size_mb, authorize.used_mb(session, tenant, datastore.url))
+            row.size_mb, row.state = size_mb, "resizing"
+    meta = backend.read_metadata(descriptor) or {}
+    try:
+        backend.grow_disk(descriptor, size_mb, (meta.get("volOpts") or {}).get("diskformat", "thin"))
+    except BaseException:
+        if row is not None:
+            with step(session):
+                row.size_mb, row.state = old_mb, "ready"
+        raise
+    backend.write_metadata(descriptor, dict(meta, capacityMB=size_mb))
+    crashpoint("resize:metadata")
+    if row is not None:
+        with step(session, "resize:done"):
+            row.state = "ready"
+    return f"Volume {full_name} resized from {old_mb} MB to {size_mb} MB"

@@ -291,6 +291,9 @@ class Request:
         authorize.check(self.rule(), "attach")
         if not self.backend.disk_exists(self.descriptor):
             raise NotFound(f"Volume {self.volume} not found (file: {self.descriptor})")
+        with step(self.session) as session:
+            if session is not None and getattr(self._index_row(), "state", None) == "resizing":
+                raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is being resized")
         meta = self.backend.read_metadata(self.descriptor) or {}
         try:
             device = self.backend.attach(self.vm, self.descriptor)
@@ -382,7 +385,7 @@ def list_names(backend, session, tenant):
     datastores = backend.datastores()
     if session is not None:
         rows = session.execute(select(Volume.datastore_url, Volume.name).where(
-            Volume.vmgroup_id == tenant.id, Volume.state == "ready")).all()
+            Volume.vmgroup_id == tenant.id, Volume.state.in_(("ready", "resizing")))).all()
         order = {ds.url: i for i, ds in enumerate(datastores)}
         names = {ds.url: ds.name for ds in datastores}
         rows = sorted((r for r in rows if r.datastore_url in names),

@@ -174,6 +174,11 @@ class Backend(abc.ABC):
         """A copy of a disk (FileExistsError when ``target`` exists)."""
 
     @abc.abstractmethod
+    def grow_disk(self, descriptor, size_mb, diskformat):
+        """Make a detached disk ``size_mb`` large (``diskformat`` says how the
+        new part is allocated); a crash leaves the old size or the new one."""
+
+    @abc.abstractmethod
     def delete_disk(self, descriptor):
         """Delete a disk and its side-car; nothing there is success."""
 

@@ -15,6 +15,7 @@ from ..faults import crashpoint
 FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")
 SECTOR = 512
 _EXTENT = re.compile(r'^RW (\d+) (?:FLAT|VMFS) "([^"]+)"', re.MULTILINE)
+_FORMAT = re.compile(r'^ddb\.vmdkops\.diskFormat = "([a-z]+)"', re.MULTILINE)
 _CHUNK = 1 << 20
 EXTENT_SUFFIX = "-flat.vmdk"
 # A file being written is named <final name>.<pid>.tmp until it is whole.
@@ -62,13 +63,17 @@ def _fill(fd, size_bytes, diskformat, step="disk:writing"):
     elif diskformat == "zeroedthick":
         os.posix_fallocate(fd, 0, size_bytes)
     else:
-        zeros = bytes(_CHUNK)
-        written = 0
-        while written < size_bytes:
-            written += os.write(fd, zeros[:min(_CHUNK, size_bytes - written)])
-            crashpoint(step)
-        os.fsync(fd)
+        _fill_zeros(fd, size_bytes, step)
     crashpoint(step)
+
+
+def _fill_zeros(fd, size_bytes, step):
+    zeros = bytes(_CHUNK)
+    written = 0
+    while written < size_bytes:
+        written += os.write(fd, zeros[:min(_CHUNK, size_bytes - written)])
+        crashpoint(step)
+    os.fsync(fd)
 
 
 def temporary_name(path):
@@ -151,6 +156,45 @@ def create(descriptor, size_mb, diskformat):
     """A new disk. ``FileExistsError`` if it exists or is being made."""
     size = size_mb * 1024 * 1024
     _make(descriptor, size, diskformat, lambda fd: _fill(fd, size, diskformat))
+
+
+def grow(descriptor, size_mb):
+    """Make a disk ``size_mb`` large: its extent first, as its format says,
+    then its descriptor, replaced whole. A crash leaves the old size or the
+    new one (an extent longer than its descriptor says is harmless); a
+    disk that has the size already is left as it is."""
+    capacity, extent = read_extent(descriptor)
+    size = size_mb * 1024 * 1024
+    if size <= capacity:
+        return
+    with open(descriptor) as f:
+        text = f.read()
+    diskformat = (_FORMAT.search(text) or [None, "thin"])[1]
+    fd = os.open(extent, os.O_WRONLY)
+    try:
+        if diskformat == "thin":
+            os.ftruncate(fd, max(size, os.fstat(fd).st_size))
+        elif diskformat == "zeroedthick":
+            os.posix_fallocate(fd, capacity, size - capacity)
+        else:
+            os.lseek(fd, capacity, os.SEEK_SET)
+            _fill_zeros(fd, size - capacity, "resize:writing")
+    finally:
+        os.close(fd)
+    crashpoint("resize:extent")
+    sectors = size // SECTOR
+    cylinders = max(1, min(sectors // (255 * 63), 65535))
+    text = _EXTENT.sub(lambda m: m.group(0).replace(f"RW {m.group(1)} ", f"RW {sectors} ", 1), text, count=1)
+    text = re.sub(r'^ddb\.geometry\.cylinders = "\d+"', f'ddb.geometry.cylinders = "{cylinders}"', text,
+                  count=1, flags=re.MULTILINE)
+    tmp = temporary_name(descriptor)
+    with open(tmp, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, descriptor)
+    crashpoint("resize:descriptor")
 
 
 def read_extent(descriptor):

@@ -61,6 +61,22 @@ class SizeMB(click.ParamType):
         return value if isinstance(value, int) else parse_quota_mb(value) or 0
 
 
+class DiskSizeMB(click.ParamType):
+    """A volume's size such as ``500MB`` or ``20GB``, in MB."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from ..errors import InvalidArgument
+        from ..sizes import to_mb
+
+        mb = value if isinstance(value, int) else to_mb(value.strip())
+        if not mb:
+            raise InvalidArgument(f"Invalid size '{value}': a whole number followed by MB, GB or TB "
+                                  "(for example 500MB or 20GB)")
+        return mb
+
+
 def name_option(help_text):
     return click.option("--name", required=True, help=help_text)
 

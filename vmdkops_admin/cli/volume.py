@@ -5,6 +5,7 @@ import click
 
 from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
+from .types import DiskSizeMB
 
 CHOICES = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
            "attached-to", "access", "attach-as", "created-by", "created")
@@ -95,6 +96,19 @@ def detach(full_name, vmgroup, force):
     from ..volume_admin import force_detach
 
     emit_message(with_db(force_detach, optional=True)(backend(), full_name, vmgroup))
+
+
+@command(volume, "resize", "Grow a detached volume; its filesystem grows at its next mount")
+@click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
+@click.option("--size", required=True, type=DiskSizeMB(), metavar="Num{MB,GB,TB}",
+              help="The new size, larger than the volume's (e.g. 20GB)")
+@click.option("--vmgroup", default="_DEFAULT", show_default=True,
+              help="Name of the vmgroup the volume belongs to.")
+def resize(full_name, size, vmgroup):
+    """vmdkops_admin volume resize --volume=vol1@datastore1 --size=20GB --vmgroup=vg1"""
+    from ..volume_admin import resize as grow
+
+    emit_message(with_db(grow, optional=True)(backend(), full_name, vmgroup, size))
 
 
 @command(volume, "reconcile", "Bring the index, metadata, disks and attachments back into "

@@ -94,6 +94,9 @@ class Disks:
     def clone_disk(self, source, target, diskformat):
         vmdkfile.clone(source, target, diskformat)
 
+    def grow_disk(self, descriptor, size_mb, diskformat):
+        vmdkfile.grow(descriptor, size_mb)  # the descriptor says its format
+
     def delete_disk(self, descriptor):
         sidecar.remove(descriptor)
         vmdkfile.delete(descriptor)

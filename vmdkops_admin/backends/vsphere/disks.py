@@ -126,6 +126,21 @@ class Disks:
         self._listings.pop(split_path(target)[0], None)
 
     @retried
+    def grow_disk(self, descriptor, size_mb, diskformat):
+        """ExtendVirtualDisk_Task (not in the simulator: it says so, and nothing changes)."""
+        from pyVmomi import vmodl
+
+        try:
+            self.wait(self.content.virtualDiskManager.ExtendVirtualDisk_Task(
+                name=descriptor, datacenter=self._datacenter(), newCapacityKb=size_mb * 1024,
+                eagerZero=diskformat == "eagerzeroedthick"))
+        except (TaskFailed, vmodl.MethodFault) as exc:
+            message = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+            raise VsphereError(f"Failed to extend volume: {message}") from None
+        self._sizes[descriptor] = size_mb
+        self._listings.pop(split_path(descriptor)[0], None)
+
+    @retried
     def delete_disk(self, descriptor):
         datacenter = self._datacenter()
         self._listings.pop(split_path(descriptor)[0], None)
