@@ -6,9 +6,12 @@ private dockerd, in one run (as root; needs dockerd, busybox and loop devices):
     docker volume create + docker volume rm               target ratio <= 3 (includes mkfs)
     docker run --rm -v vol:/data local/busybox true       target ratio <= 2
 
-Median of --runs (default 10) runs of each.
+Median of --runs (default 10) runs of each. With --managed, the plugin
+built as a managed plugin (scripts/build-plugin.sh) runs beside the legacy
+one on the same dockerd and is measured too; its build and enable times
+are printed.
 
-    .venv/bin/python bench/docker.py [--runs N]
+    .venv/bin/python bench/docker.py [--runs N] [--managed]
 """
 
 import argparse
@@ -18,7 +21,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
 
 
 def median(fn, runs):
@@ -31,9 +35,33 @@ def median(fn, runs):
     return statistics.median(times)
 
 
+def install_managed(host, executor, home):
+    """Build the managed plugin on the host's dockerd and enable it with the
+    host's executor and credential; its name."""
+    import subprocess
+
+    reference = "vmdkops-bench/vsphere-storage-for-docker:bench"
+    start = time.perf_counter()
+    subprocess.run([os.path.join(REPO, "scripts", "build-plugin.sh"), "--tag", reference], check=True,
+                   env=dict(os.environ, DOCKER_HOST=f"unix://{host.socket}"), capture_output=True)
+    built = time.perf_counter() - start
+    credential = os.path.join(home, "managed.credential")
+    with open(credential, "w") as f:
+        f.write(executor.token("bench-host"))
+    os.makedirs(os.path.join(home, "etc"), exist_ok=True)
+    host.docker("plugin", "set", reference, f"executor.source={os.path.dirname(executor.socket)}",
+                f"credential.source={credential}", f"config.source={os.path.join(home, 'etc')}",
+                f"log.source={home}", f"docker.source={host.socket}")
+    start = time.perf_counter()
+    host.docker("plugin", "enable", reference)
+    print(f"managed plugin: built and created in {built:.1f} s, enabled in {time.perf_counter() - start:.2f} s")
+    return reference
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--managed", action="store_true", help="also the managed (v2) plugin")
     args = parser.parse_args()
 
     from docker_env import DockerHost
@@ -50,12 +78,15 @@ def main():
             host.start_dockerd()
             host.import_busybox(images)
             host.start_plugin()
+            drivers = {"local": "local", "vsphere": host.driver}
+            if args.managed:
+                drivers["managed"] = install_managed(host, executor, home)
             results = []
             for label, target in (("volume inspect", 1.3), ("volume create + rm", 3),
                                   ("run --rm -v vol:/data true", 2)):
                 timings = {}
-                for driver in ("local", host.driver):
-                    prefix = "bl" if driver == "local" else "bv"
+                for kind, driver in drivers.items():
+                    prefix = f"b{kind[0]}"
                     host.docker("volume", "create", "-d", driver, f"{prefix}-fixed")
                     if label == "volume inspect":
                         fn = lambda i, p=prefix: host.docker("volume", "inspect", f"{p}-fixed")  # noqa: E731
@@ -65,14 +96,18 @@ def main():
                             host.docker("volume", "rm", f"{p}-cr{i}")
                     else:
                         fn = lambda i, p=prefix: host.run(["-v", f"{p}-fixed:/data"], "true")  # noqa: E731
-                    timings[driver] = median(fn, args.runs)
+                    timings[kind] = median(fn, args.runs)
                     host.docker("volume", "rm", f"{prefix}-fixed")
-                ratio = timings[host.driver] / timings["local"]
-                results.append((label, timings["local"], timings[host.driver], ratio, target))
+                results.append((label, timings, target))
             print(f"median of {args.runs} runs each, same dockerd")
-            for label, local, vsphere, ratio, target in results:
-                print(f"{label:<28} local {local * 1000:7.1f} ms   vsphere {vsphere * 1000:7.1f} ms   "
-                      f"ratio {ratio:.2f} (target <= {target})")
+            for label, timings, target in results:
+                line = f"{label:<28} local {timings['local'] * 1000:7.1f} ms   vsphere {timings['vsphere'] * 1000:7.1f} ms"
+                line += f"   ratio {timings['vsphere'] / timings['local']:.2f} (target <= {target})"
+                if "managed" in timings:
+                    line += (f"   managed {timings['managed'] * 1000:7.1f} ms: to local "
+                             f"{timings['managed'] / timings['local']:.2f}, to legacy "
+                             f"{timings['managed'] / timings['vsphere']:.2f}")
+                print(line)
         finally:
             host.stop()
             executor.stop()

@@ -90,18 +90,30 @@ def quote(name):
 
 def volume_mounts(socket_path, driver, mount_root):
     """Volume names (as containers named them) of this driver that live
-    containers use, one entry per container mount. No Docker socket at all
-    means no Docker running, so no container uses anything."""
+    containers use, one entry per container mount: mounts whose driver is
+    this plugin (legacy or managed) or whose source is under the mount
+    root. No Docker socket at all means no Docker running, so no container
+    uses anything."""
     if not os.path.exists(socket_path):
         return []
     docker = Docker(socket_path, timeout=5.0)
     docker.get("/info")
+    drivers = {driver} | managed_names(docker, driver)
     names = []
     running = filters(status=["running", "paused", "restarting"])
     for container in docker.get(f"/containers/json?all=1&filters={running}"):
         details = docker.get(f"/containers/{container['Id']}/json")
         for mount in details.get("Mounts") or []:
             source = mount.get("Source") or ""
-            if mount.get("Driver") == driver or source.startswith(mount_root.rstrip("/") + "/"):
+            if mount.get("Driver") in drivers or source.startswith(mount_root.rstrip("/") + "/"):
                 names.append(mount.get("Name"))
     return names
+
+
+def managed_names(docker, driver):
+    """The names Docker gives this plugin when it runs as a managed plugin
+    (``vsphere:latest``, or the reference it was installed from): those of
+    the managed plugins that serve ``<driver>.sock``. Container mounts name
+    their driver so, with no ``Source``."""
+    return {plugin["Name"] for plugin in docker.get("/plugins") or []
+            if ((plugin.get("Config") or {}).get("Interface") or {}).get("Socket") == f"{driver}.sock"}

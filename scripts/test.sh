@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/setup-env.sh
 
 apt_install postgresql qemu-utils docker.io busybox-static xfsprogs golang-go golang-github-vmware-govmomi-dev \
-    etcd-server etcd-client samba smbnetfs fuse3 iproute2
+    etcd-server etcd-client samba smbnetfs fuse3 iproute2 docker-registry
 python_venv ".[test]"
 
 exec "$VENV/bin/python" -m pytest "$@"
