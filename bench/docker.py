@@ -7,15 +7,17 @@ private dockerd, in one run (as root; needs dockerd, busybox and loop devices):
     docker run --rm -v vol:/data local/busybox true       target ratio <= 2
 
 Median of --runs (default 10) runs of each. With --managed, the plugin
-built as a managed plugin (scripts/build-plugin.sh) runs beside the legacy
-one on the same dockerd and is measured too; its build and enable times
-are printed.
+built as a managed plugin (scripts/build-plugin.sh), pushed to a private
+registry and installed from it runs beside the legacy one on the same
+dockerd and is measured too; the build, push and install times of both
+managed plugins (vsphere, vfile) are printed.
 
     .venv/bin/python bench/docker.py [--runs N] [--managed]
 """
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -36,25 +38,46 @@ def median(fn, runs):
 
 
 def install_managed(host, executor, home):
-    """Build the managed plugin on the host's dockerd and enable it with the
-    host's executor and credential; its name."""
+    """Build both managed plugins on the host's dockerd, push them to a
+    private registry, remove them, and install them from there as users do
+    (vsphere enabled with the host's executor and credential; vfile, which
+    needs a swarm, disabled); the vsphere plugin's name."""
     import subprocess
 
-    reference = "vmdkops-bench/vsphere-storage-for-docker:bench"
-    start = time.perf_counter()
-    subprocess.run([os.path.join(REPO, "scripts", "build-plugin.sh"), "--tag", reference], check=True,
-                   env=dict(os.environ, DOCKER_HOST=f"unix://{host.socket}"), capture_output=True)
-    built = time.perf_counter() - start
-    credential = os.path.join(home, "managed.credential")
-    with open(credential, "w") as f:
-        f.write(executor.token("bench-host"))
-    os.makedirs(os.path.join(home, "etc"), exist_ok=True)
-    host.docker("plugin", "set", reference, f"executor.source={os.path.dirname(executor.socket)}",
-                f"credential.source={credential}", f"config.source={os.path.join(home, 'etc')}",
-                f"log.source={home}", f"docker.source={host.socket}")
-    start = time.perf_counter()
-    host.docker("plugin", "enable", reference)
-    print(f"managed plugin: built and created in {built:.1f} s, enabled in {time.perf_counter() - start:.2f} s")
+    from docker_env import Registry
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    registry = Registry(home, f"127.0.0.1:{port}").wait()
+    try:
+        for driver in ("vfile", "vsphere"):
+            reference = f"{registry.address}/{driver}:bench"
+            start = time.perf_counter()
+            built = subprocess.run([os.path.join(REPO, "scripts", "build-plugin.sh"), "--driver", driver, "--tag",
+                                    reference, "--push"], check=True, capture_output=True, text=True,
+                                   env=dict(os.environ, DOCKER_HOST=f"unix://{host.socket}"))
+            print(f"{driver} managed plugin: {built.stdout.splitlines()[0]}; built and pushed in "
+                  f"{time.perf_counter() - start:.1f} s")
+            host.docker("plugin", "rm", "-f", reference)
+            if driver == "vfile":
+                start = time.perf_counter()
+                host.docker("plugin", "install", "--grant-all-permissions", "--disable", reference)
+                print(f"vfile managed plugin: installed (pulled, not enabled) in {time.perf_counter() - start:.2f} s")
+                host.docker("plugin", "rm", "-f", reference)
+                continue
+            credential = os.path.join(home, "managed.credential")
+            with open(credential, "w") as f:
+                f.write(executor.token("bench-host"))
+            os.makedirs(os.path.join(home, "etc"), exist_ok=True)
+            start = time.perf_counter()
+            host.docker("plugin", "install", "--grant-all-permissions", reference,
+                        f"executor.source={os.path.dirname(executor.socket)}", f"credential.source={credential}",
+                        f"config.source={os.path.join(home, 'etc')}", f"log.source={home}",
+                        f"docker.source={host.socket}")
+            print(f"vsphere managed plugin: installed and enabled in {time.perf_counter() - start:.2f} s")
+    finally:
+        registry.stop()
     return reference
 
 

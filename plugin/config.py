@@ -116,7 +116,7 @@ class VfileConfig(Settings):
                    "internal driver.")
     ENVIRONMENT = dict(Settings.ENVIRONMENT, VFILE_ETCD_CLIENT_PORT="EtcdClientPort",
                        VFILE_ETCD_PEER_PORT="EtcdPeerPort", VFILE_TIMEOUT_IN_SECOND="ServiceTimeout",
-                       VFILE_ETCD_ENDPOINTS="EtcdEndpoints")
+                       VFILE_ETCD_ENDPOINTS="EtcdEndpoints", VFILE_MOUNT_METHOD="MountMethod")
     FLAGS = dict(Settings.FLAGS,
                  InternalDriver=("InternalDriver", "driver of the base volumes (vsphere)"),
                  etcd_endpoints=("EtcdEndpoints", "host:port,... of an existing etcd cluster "

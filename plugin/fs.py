@@ -111,8 +111,9 @@ def mount(device, target, fstype, read_only):
         raise FsError(f"Failed to mount device {device} at {target}: {result.stderr.strip()}")
 
 
-def unmount(target):
-    result = subprocess.run(["umount", target], capture_output=True, text=True, timeout=120)
+def unmount(target, lazy=False):
+    result = subprocess.run(["umount", "-l", target] if lazy else ["umount", target], capture_output=True,
+                            text=True, timeout=120)
     if result.returncode != 0:
         raise FsError(f"Unmount device at {target} failed: {result.stderr.strip()}")
 

@@ -203,15 +203,24 @@ def busybox_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("busybox"))
 
 
-@pytest.fixture
-def docker_host(executor, busybox_dir):
-    """A factory of Docker hosts (dockerd + plugin) acting as inventory VMs."""
-    from docker_env import DockerHost, docker_client
+def docker_parts():
+    from docker_env import docker_client
 
     if shutil.which("dockerd") is None or docker_client() is None:
         missing("dockerd (Debian package docker.io; scripts/test.sh installs it)")
     if not os.path.exists("/bin/busybox"):
         missing("busybox (Debian package busybox-static)")
+
+
+@pytest.fixture
+def docker_host(request, executor, busybox_dir):
+    """A factory of Docker hosts (dockerd + plugin) acting as inventory VMs;
+    parametrized "managed" (indirect), the plugin is the managed one,
+    installed from the registry."""
+    from docker_env import DockerHost
+
+    docker_parts()
+    reference = request.getfixturevalue("vsphere_plugin") if getattr(request, "param", "") == "managed" else None
     hosts = []
 
     def make(vm_name="VM1"):
@@ -219,12 +228,45 @@ def docker_host(executor, busybox_dir):
         hosts.append(host)
         host.start_dockerd()
         host.import_busybox(busybox_dir)
-        host.start_plugin()
+        if reference is None:
+            host.start_plugin()
+        else:
+            host.install_plugin(reference)
         return host
 
     yield make
     for host in hosts:
         host.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, registry_parts):
+    """A private registry on a loopback port (loopback registries need no daemon flag)."""
+    from docker_env import Registry
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    running = Registry(str(tmp_path_factory.mktemp("registry")), f"127.0.0.1:{port}").wait()
+    yield running.address
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def vsphere_plugin(tmp_path_factory, registry):
+    """The vsphere managed plugin, built by scripts/build-plugin.sh on a
+    dockerd of its own and pushed to the registry: its reference there."""
+    from docker_env import DockerHost, build_plugin
+
+    docker_parts()
+    builder = DockerHost(None, "builder")
+    try:
+        builder.start_dockerd()
+        reference = f"{registry}/vsphere-storage-for-docker:test"
+        build_plugin(builder.socket, "vsphere", reference)
+    finally:
+        builder.stop()
+    return reference
 
 
 # -- the vSphere simulator ------------------------------------------------------------
@@ -283,6 +325,13 @@ def samba_image(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def registry_parts():
+    """A registry can run here."""
+    if shutil.which("docker-registry") is None:
+        missing("a Docker registry (Debian package docker-registry; scripts/test.sh installs it)")
+
+
+@pytest.fixture(scope="session")
 def swarm_parts():
     """What a test swarm needs on this machine."""
     from executor import require_root_and_loops
@@ -312,3 +361,23 @@ def swarm(tmp_path_factory, samba_image, busybox_dir, swarm_parts):
         yield running
     finally:
         stop_swarm(running)
+
+
+@pytest.fixture(scope="module")
+def managed_swarm(tmp_path_factory, samba_image, busybox_dir, swarm_parts, registry_parts):
+    """The same swarm with managed plugins: built on node1 by
+    scripts/build-plugin.sh, pushed to a private registry on the swarm's
+    bridge and installed on every node from there (for one test module)."""
+    from swarm_env import start_swarm, stop_swarm
+
+    running = start_swarm(str(tmp_path_factory.mktemp("managed-swarm")), samba_image, busybox_dir, managed=True)
+    try:
+        yield running
+    finally:
+        stop_swarm(running)
+
+
+@pytest.fixture(params=["legacy", "managed"])
+def each_swarm(request):
+    """The test runs on the swarm of legacy plugins, then on that of managed ones."""
+    return request.getfixturevalue("swarm" if request.param == "legacy" else "managed_swarm")

@@ -52,6 +52,52 @@ def busybox_tar(folder):
     return target
 
 
+class Registry:
+    """A private registry (Debian's docker-registry) at ``address`` (host:port),
+    in the network namespace ``netns`` if one is given; stopped by pid."""
+
+    def __init__(self, folder, address, netns=None):
+        self.address = address
+        config = os.path.join(folder, "registry.yml")
+        with open(config, "w") as f:
+            f.write(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder}/storage\n"
+                    f"http:\n  addr: {address}\nlog:\n  level: error\n")
+        argv = [shutil.which("docker-registry"), "serve", config]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns] + argv
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.netns = netns
+
+    def wait(self):
+        host, port = self.address.rsplit(":", 1)
+        probe = ["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"]
+        if self.netns is not None:
+            probe = ["ip", "netns", "exec", self.netns] + probe
+        deadline = time.monotonic() + 30
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"docker-registry did not start at {self.address}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self):
+        stop_process(self.process)
+
+
+def build_plugin(docker_socket, driver, reference):
+    """Build a managed plugin with the project's script on a dockerd, push
+    it to its registry and remove it there: what a registry user installs."""
+    built = subprocess.run([os.path.join(REPO, "scripts", "build-plugin.sh"), "--driver", driver,
+                            "--tag", reference, "--push"], env=dict(os.environ, DOCKER_HOST=f"unix://{docker_socket}"),
+                           capture_output=True, text=True, timeout=600)
+    if built.returncode != 0 or f"pushed {reference}" not in built.stdout:
+        raise RuntimeError(f"build-plugin.sh --driver {driver} failed: {built.stderr}")
+    subprocess.run([docker_client(), "-H", f"unix://{docker_socket}", "plugin", "rm", "-f", reference],
+                   check=True, capture_output=True)
+    return built.stdout
+
+
 class DockerHost:
     """One "Docker host VM": a dockerd and the plugin with this VM's credential."""
 
@@ -66,6 +112,7 @@ class DockerHost:
         self.mount_root = os.path.join(self.dir, "mnt")
         self.plugin_dir = os.path.join(self.dir, "plugins")
         self.plugin_log = os.path.join(self.dir, "plugin.log")
+        self.listed_driver = self.driver  # as `docker volume ls` shows it
         self.dockerd = self.plugin = None
 
     # -- dockerd ----------------------------------------------------------------------
@@ -128,6 +175,25 @@ class DockerHost:
         self.plugin = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if not self._wait(lambda: "Refcounting successfully completed" in self.read_log()[start:], 30):
             raise RuntimeError(f"the plugin did not start: {self.read_log()}")
+        return self
+
+    def install_plugin(self, reference, alias="vsphere"):
+        """The managed plugin from a registry, as users install it, with this
+        VM's credential and the host's executor; its log in this host's folder."""
+        self.credential = os.path.join(self.dir, "credential")
+        with open(self.credential, "w") as f:
+            f.write(self.executor.token(self.vm))
+        self.settings, self.logs = os.path.join(self.dir, "etc"), os.path.join(self.dir, "log")
+        os.makedirs(self.settings)
+        os.makedirs(self.logs)
+        self.plugin_log = os.path.join(self.logs, "vsphere-storage-for-docker.log")
+        self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference,
+                    f"executor.source={os.path.dirname(self.executor.socket)}", f"credential.source={self.credential}",
+                    f"config.source={self.settings}", f"log.source={self.logs}", f"docker.source={self.socket}",
+                    "VDVS_LOG_LEVEL=debug", timeout=300)
+        if not self._wait(lambda: "Refcounting successfully completed" in self.read_log(), 30):
+            raise RuntimeError(f"the managed plugin did not start: {self.read_log()}")
+        self.driver, self.listed_driver = alias, f"{alias}:latest"
         return self
 
     @property

@@ -3,7 +3,10 @@ tests (spec test-environment "A Docker Swarm of several nodes"): each node
 is a network namespace (10.99.0.N on a bridge in a hub namespace) with its
 own dockerd in a mount namespace of its own, where the node's plugins run:
 the vsphere plugin (a "VM" of the test's vmdk-opsd) and the vfile plugin.
-Everything is stopped by pid and the namespaces removed afterwards."""
+With ``managed``, both plugins are managed plugins instead, built on the
+first node, pushed to a private registry on the hub's bridge and installed
+on every node from there. Everything is stopped by pid and the namespaces
+removed afterwards."""
 
 import itertools
 import json
@@ -15,10 +18,11 @@ import sys
 import tempfile
 import time
 
-from docker_env import busybox_tar, docker_client
+from docker_env import Registry, build_plugin, busybox_tar, docker_client
 from executor import REPO, stop_process
 
 SUBNET = "10.99.0"  # on each swarm's own bridge
+REGISTRY = f"{SUBNET}.254:5000"  # the registry of a swarm of managed plugins, on the hub
 _swarms = itertools.count()
 # Enter the node's network namespace, and a mount namespace of its own that
 # keeps the cgroup mounts (without them dockerd cannot start containers).
@@ -78,7 +82,7 @@ class Node:
                 "dockerd", "--data-root", os.path.join(self.dir, "data"),
                 "--exec-root", os.path.join(self.dir, "exec"), "-H", f"unix://{self.socket}",
                 "--pidfile", os.path.join(self.dir, "docker.pid"), "--storage-driver", "overlay2",
-                "--cgroup-parent", self.name,
+                "--cgroup-parent", self.name, "--insecure-registry", REGISTRY,
                 "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p"]
         with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
             self.dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -100,8 +104,33 @@ class Node:
     # -- its plugins --------------------------------------------------------------------
 
     def start_plugins(self):
+        if self.swarm.managed:
+            self.install_plugins()
+            return
         self.start_vsphere()
         self.start_vfile()
+
+    def install_plugins(self):
+        """The managed plugins from the swarm's registry, as users install them;
+        their logs and config files in this node's folder."""
+        credential = os.path.join(self.dir, "credential")
+        with open(credential, "w") as f:
+            f.write(self.swarm.executor.token(self.vm))
+        settings = os.path.join(self.dir, "etc")
+        os.makedirs(settings, exist_ok=True)
+        common = [f"config.source={settings}", f"log.source={self.dir}", f"docker.source={self.socket}",
+                  "VDVS_LOG_LEVEL=debug"]
+        for alias, extra in (
+                ("vsphere", [f"executor.source={os.path.dirname(self.swarm.executor.socket)}",
+                             f"credential.source={credential}"]),
+                ("vfile", [f"state.source={self.state_dir}", "VFILE_MOUNT_METHOD=smbnetfs",
+                           f"VFILE_TIMEOUT_IN_SECOND={self.swarm.service_timeout}"])):
+            log = os.path.join(self.dir, f"{alias}.log" if alias == "vfile" else "vsphere-storage-for-docker.log")
+            start = len(self.read(log))
+            self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias,
+                        f"{REGISTRY}/{self.swarm.references[alias]}", *common, *extra, timeout=600)
+            if not wait(lambda: "Refcounting successfully completed" in self.read(log)[start:], 120):
+                raise RuntimeError(f"the {alias} plugin of {self.name} did not start: {self.read(log)[start:]}")
 
     def start_vsphere(self):
         credential = os.path.join(self.dir, "credential")
@@ -180,8 +209,12 @@ class Node:
                 process.wait(timeout=30)
 
     def _session_pids(self):
-        """smbnetfs, etcd and the relays: processes of sessions of their own."""
+        """smbnetfs, etcd and the relays: processes of sessions of their own
+        (a managed plugin's run in its container and end with it: the pids
+        in its files are not ours)."""
         pids = []
+        if self.swarm.managed:
+            return pids
         for path, _, files in os.walk(self.state_dir):
             if "pid" in files or "etcd.pid" in files:
                 for name in ("pid", "etcd.pid"):
@@ -208,14 +241,9 @@ class Node:
         if self.dockerd is not None and self.dockerd.poll() is None:
             for target in reversed(self.fuse_mounts()):
                 run(self.inside(["umount", "-l", target]), check=False)
-        # smbnetfs and etcd run in sessions of their own, by design.
-        for pid_file in ([os.path.join(self.state_dir, "etcd.pid")]
-                         + [os.path.join(self.state_dir, "smbnetfs", v, "pid")
-                            for v in (os.listdir(os.path.join(self.state_dir, "smbnetfs"))
-                                      if os.path.isdir(os.path.join(self.state_dir, "smbnetfs")) else [])]):
+        for pid in self._session_pids():
             try:
-                with open(pid_file) as f:
-                    os.kill(int(f.read()), signal.SIGKILL)
+                os.kill(int(pid), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
         stop_process(self.dockerd, signal.SIGTERM, timeout=60)
@@ -225,8 +253,11 @@ class Node:
 class Swarm:
     """``size`` nodes; the first ``managers`` are managers. Node n is VM n."""
 
-    def __init__(self, executor, vms, samba_tar, busybox_dir, managers=1, service_timeout=45):
+    def __init__(self, executor, vms, samba_tar, busybox_dir, managers=1, service_timeout=45, managed=False):
         self.executor = executor
+        self.managed = managed
+        self.registry = None
+        self.references = {"vsphere": "vsphere-storage-for-docker:test", "vfile": "vfile:test"}
         self.samba_tar = samba_tar
         self.busybox_dir = busybox_dir
         self.service_timeout = service_timeout
@@ -240,6 +271,10 @@ class Swarm:
         run(["ip", "netns", "add", self.hub])
         run(["ip", "-n", self.hub, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", self.hub, "link", "set", "br0", "up"])
+        if self.managed:
+            run(["ip", "-n", self.hub, "addr", "add", f"{REGISTRY.split(':')[0]}/24", "dev", "br0"])
+            run(["ip", "-n", self.hub, "link", "set", "lo", "up"])
+            self.registry = Registry(self.dir, REGISTRY, self.hub).wait()
         for node in self.nodes:
             node.start()
         # One image, saved and loaded everywhere, so that its ID is the same
@@ -257,6 +292,9 @@ class Swarm:
             role = "manager" if i < self.managers else "worker"
             node.docker("swarm", "join", "--advertise-addr", node.address, "--token", tokens[role],
                         f"{first.address}:2377")
+        if self.managed:
+            for driver, reference in self.references.items():
+                build_plugin(first.socket, driver, f"{REGISTRY}/{reference}")
         for node in self.nodes:
             node.start_plugins()
         self.wait_for_plugins_known()
@@ -269,7 +307,8 @@ class Swarm:
         def known():
             nodes = json.loads(self.nodes[0].docker("node", "inspect", *[
                 n.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip() for n in self.nodes]).stdout)
-            return all({"vfile", "vsphere"} <= {p["Name"] for p in node["Description"]["Engine"].get("Plugins", [])
+            return all({"vfile", "vsphere"} <= {p["Name"].removesuffix(":latest")
+                                                for p in node["Description"]["Engine"].get("Plugins", [])
                                                 if p["Type"] == "Volume"} for node in nodes)
         if not wait(known, timeout, 0.5):
             raise RuntimeError("the managers did not learn the nodes' volume plugins in time")
@@ -285,6 +324,8 @@ class Swarm:
                 node.docker("swarm", "leave", "--force", check=False, timeout=60)
         for node in self.nodes:
             node.stop()
+        if self.registry is not None:
+            self.registry.stop()
         run(["ip", "netns", "del", self.hub], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 

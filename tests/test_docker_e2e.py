@@ -1,6 +1,7 @@
 """The plugin end to end: a real dockerd per Docker host, the plugin on its
 socket, a real vmdk-opsd, loop devices, mkfs and mount (spec plugin Part A;
-the ten scenarios of the plugin issue)."""
+the ten scenarios of the plugin issue). Those of a Docker user run on the
+managed plugin too, installed from a private registry (``BOTH``)."""
 
 import http.client
 import json
@@ -8,6 +9,9 @@ import socket
 import time
 
 import pytest
+
+
+BOTH = pytest.mark.parametrize("docker_host", ["legacy", "managed"], indirect=True)
 
 
 def inspect(host, name):
@@ -18,12 +22,13 @@ def executor_status(executor, vm, name):
     return executor.ok(vm, "get", name)["status"]
 
 
+@BOTH
 def test_s1_create_list_inspect(docker_host, executor):
     """(xfs from xfsprogs 6 needs more than 300 MB, so 400mb rather than 200mb.)"""
     host = docker_host()
     host.docker("volume", "create", "-d", host.driver, "-o", "size=400mb", "-o", "fstype=xfs", "v1")
     names = host.docker("volume", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
-    assert any(line.startswith("v1") and line.endswith(host.driver) for line in names)
+    assert f"v1@DS1 {host.listed_driver}" in names
     status = inspect(host, "v1")["Status"]
     assert status["capacity"]["size"] == "400MB" and status["datastore"] == "DS1"
     assert (status["status"], status["created by VM"], status["fstype"], status["diskformat"],
@@ -46,6 +51,7 @@ def test_the_disk_format_survives_the_filesystem(docker_host, executor, diskform
     assert host.run(["-v", "fmt:/data"], "echo ok > /data/f && cat /data/f").stdout == "ok\n"
 
 
+@BOTH
 def test_s2_data_survives_detach_and_attach(docker_host):
     host = docker_host()
     host.docker("volume", "create", "-d", host.driver, "v1")
@@ -88,6 +94,7 @@ def test_s4_remove_and_bad_options(docker_host, executor):
     assert executor.ok("VM1", "list") == []
 
 
+@BOTH
 def test_s5_read_only(docker_host):
     host = docker_host()
     host.docker("volume", "create", "-d", host.driver, "-o", "access=read-only", "ro")
@@ -95,6 +102,7 @@ def test_s5_read_only(docker_host):
     assert result.returncode != 0 and "Read-only file system" in result.stderr
 
 
+@BOTH
 def test_s6_quota(docker_host, admin):
     admin.ok("config init --local")
     admin.ok("vmgroup access set --name=_DEFAULT --datastore=_VM_DS --volume-totalsize=1GB")
@@ -125,6 +133,7 @@ def test_a_resized_volume_grows_its_filesystem_at_the_next_mount(docker_host, ad
     assert int(shown.split()[1]) == total_mb
 
 
+@BOTH
 def test_s7_tenancy(docker_host, admin):
     admin.ok("config init --local")
     admin.ok("vmgroup create --name=other --default-datastore=DS2 --vm-list=VM2")
@@ -136,6 +145,7 @@ def test_s7_tenancy(docker_host, admin):
     assert host1.run(["-v", "mine:/data"], "true").returncode == 0
 
 
+@BOTH
 def test_s8_move_between_hosts(docker_host, executor):
     host1, host2 = docker_host("VM1"), docker_host("VM2")
     host1.docker("volume", "create", "-d", host1.driver, "moving")

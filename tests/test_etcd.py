@@ -15,7 +15,8 @@ import pytest
 from conftest import missing
 from executor import stop_process
 from plugin.vfile import etcd as kv
-from plugin.vfile.etcd import Etcd, EtcdError
+from plugin.vfile.etcd import Etcd, EtcdError, WaitTimeout
+from plugin.vfile.state import START, STAT, State
 
 
 def free_ports(count):
@@ -128,6 +129,39 @@ def test_a_watch_sees_changes_with_their_previous_values(cluster):
     client.close_watches()
     watcher.join(timeout=10)
     assert events == [("PUT", "SVOLS_start_trigger_w", "1", "0"), ("DELETE", "SVOLS_start_trigger_w", "", "1")]
+
+
+def test_a_wait_for_the_file_server_moves_its_trigger_again(cluster):
+    """The manager that took a start trigger can fail (swarm had no leader
+    for a moment after etcd's quorum came back): a mounting node waiting for
+    the server moves the trigger again, and a later event starts it."""
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    client.txn([], [kv.put(STAT + "w", "Ready"), kv.put("SVOLS_info_w", '{"username": "vfile"}'),
+                    kv.put(START + "w", "0")])
+    seen = []
+
+    def manager(kind, item, previous):  # fails the first event, handles the next
+        seen.append(item.value)
+        if len(seen) == 2:
+            client.put(STAT + "w", "Mounted")
+
+    watcher = threading.Thread(target=client.watch, args=(START + "w", client.revision() + 1, manager))
+    watcher.start()
+    store = State(client, timeout=5)
+    store.retrigger = 0.5
+    try:
+        assert store.wait_for("w", "Mounted", START) == {"username": "vfile"}
+    finally:
+        client.close_watches()
+        watcher.join(timeout=10)
+    assert seen == ["1", "2"]
+    client.put(STAT + "w", "Ready")
+    store.timeout = -9  # nothing answers: the wait ends after its timeout (+10 s)
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout, match="BlockingWait is not complete"):
+        store.wait_for("w", "Mounted", START)
+    assert time.monotonic() - started < 3
 
 
 def test_an_unreachable_cluster_is_a_clear_error_at_once():

@@ -159,3 +159,30 @@ def test_the_plugins_and_the_admin_tools_are_one_release():
     from vmdkops_admin import __version__
 
     assert plugin_version == __version__
+
+
+def test_a_helper_is_known_by_its_command_line_not_its_pid_alone(tmp_path):
+    """After a reboot, or in a restarted managed plugin's new container, a
+    pid file's number can be any process: only the helper is stopped."""
+    from plugin.vfile import pids
+
+    pid_file = str(tmp_path / "pid")
+    tree = str(tmp_path / "tree")
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", tree])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pids.write(pid_file, helper.pid)
+        assert pids.running(pid_file, tree) == helper.pid
+        pids.write(pid_file, other.pid)  # the number of an unrelated process
+        assert pids.running(pid_file, tree) is None
+        pids.stop(pid_file, tree, wait=5)
+        assert other.poll() is None and not os.path.exists(pid_file)
+        pids.write(pid_file, os.getpid())  # the plugin itself, PID 1 of its container
+        assert pids.running(pid_file, sys.executable) is None
+        pids.write(pid_file, helper.pid)
+        pids.stop(pid_file, tree, wait=5)
+        assert helper.wait(timeout=5) == -15 and not os.path.exists(pid_file)
+    finally:
+        for process in (helper, other):
+            process.kill()
+            process.wait()

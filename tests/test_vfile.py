@@ -1,11 +1,15 @@
 """Shared volumes (the vfile plugin) on a real three-node swarm: real
 dockerds in network namespaces, etcd run by the manager's plugin, Samba file
 servers as swarm services over vsphere volumes of a real vmdk-opsd, smbnetfs
-mounts on the nodes (spec plugin §4.12, the shared-volume issue's §5)."""
+mounts on the nodes (spec plugin §4.12, the shared-volume issue's §5). The
+scenarios on ``each_swarm`` run again on a swarm whose plugins are managed
+plugins, installed on every node from a registry."""
 
 import concurrent.futures
+import glob
 import json
 import os
+import signal
 import threading
 import uuid
 
@@ -23,7 +27,9 @@ def status(node, volume):
 
 
 def volumes(node, driver="vfile"):
-    return set(node.docker("volume", "ls", "-q", "-f", f"driver={driver}").stdout.split())
+    """The volumes of a driver (a managed plugin's are ``<driver>:latest``)."""
+    listed = node.docker("volume", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
+    return {line.split()[0] for line in listed if line and line.split()[1].removesuffix(":latest") == driver}
 
 
 def etcd_keys(swarm, volume):
@@ -66,8 +72,10 @@ def plugin_call(node, endpoint, body, socket_path=None):
 
 
 @pytest.fixture
-def cleanup(swarm):
+def cleanup(request):
     """Volumes and containers a test made, removed whatever happened."""
+    swarm = request.getfixturevalue(next(name for name in ("each_swarm", "managed_swarm", "swarm")
+                                         if name in request.fixturenames))
     made = {"volumes": [], "containers": []}
     yield made
     for node, container in made["containers"]:
@@ -77,7 +85,8 @@ def cleanup(swarm):
              or volume not in volumes(swarm.nodes[0]), 60, 0.5)
 
 
-def test_lifecycle_on_each_node(swarm, cleanup):
+def test_lifecycle_on_each_node(each_swarm, cleanup):
+    swarm = each_swarm
     for node in swarm.nodes:
         volume = unique()
         cleanup["volumes"].append(volume)
@@ -101,7 +110,8 @@ def test_lifecycle_on_each_node(swarm, cleanup):
         assert etcd_keys(swarm, volume) == []
 
 
-def test_two_writers_see_each_other(swarm, cleanup):
+def test_two_writers_see_each_other(each_swarm, cleanup):
+    swarm = each_swarm
     manager, worker = swarm.nodes[0], swarm.nodes[1]
     volume = unique()
     cleanup["volumes"].append(volume)
@@ -128,7 +138,43 @@ def test_two_writers_see_each_other(swarm, cleanup):
     manager.docker("volume", "rm", volume)
 
 
-def test_a_service_with_a_replica_on_each_node(swarm, cleanup):
+def test_a_killed_managed_plugin_mounts_again(managed_swarm, cleanup):
+    """Docker starts a managed vfile plugin again when it dies; its SMB
+    client died with it (a managed plugin's helpers live in its container).
+    The node's count is kept and the next container there mounts the
+    volume again, with the data."""
+    manager, worker = managed_swarm.nodes[0], managed_swarm.nodes[1]
+    volume = unique()
+    cleanup["volumes"].append(volume)
+    worker.docker("volume", "create", "-d", "vfile", volume)
+    first = start(worker, volume, "echo before > /data/f && sleep 600")
+    cleanup["containers"].append((worker, first))
+    assert wait(lambda: worker.docker("exec", first, "cat", "/data/f", check=False).stdout == "before\n", 30)
+    starts = worker.vfile_log().count("Starting plugin")
+    plugin_id = worker.docker("plugin", "inspect", "-f", "{{.Id}}", "vfile").stdout.strip()
+    [pid_file] = glob.glob(os.path.join(worker.dir, "exec", "containerd", "daemon", "*", "*", plugin_id, "init.pid"))
+    with open(pid_file) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    assert wait(lambda: worker.vfile_log().count("Starting plugin") > starts and "Refcounting successfully completed"
+                in worker.vfile_log().split("Starting plugin")[-1], 90, 0.5), worker.vfile_log()[-3000:]
+    assert f"The mount of {volume} is gone" in worker.vfile_log().split("Starting plugin")[-1]
+    assert status(manager, volume)["Global Refcount"] == 1
+    second = start(worker, volume, "cat /data/f && echo after > /data/g && sleep 600")
+    cleanup["containers"].append((worker, second))
+    assert wait(lambda: worker.docker("logs", second).stdout == "before\n", 30)
+    reader = start(manager, volume, "sleep 600")
+    cleanup["containers"].append((manager, reader))
+    assert wait(lambda: manager.docker("exec", reader, "cat", "/data/g", check=False).stdout == "after\n", 30)
+    assert status(manager, volume)["Global Refcount"] == 2
+    for node, container in ((worker, first), (worker, second), (manager, reader)):
+        node.docker("rm", "-f", container)
+    assert wait(lambda: status(manager, volume)["Global Refcount"] == 0
+                and status(manager, volume)["Volume Status"] == "Ready", 60, 0.5)
+    manager.docker("volume", "rm", volume)
+
+
+def test_a_service_with_a_replica_on_each_node(each_swarm, cleanup):
+    swarm = each_swarm
     manager = swarm.nodes[0]
     volume = unique()
     cleanup["volumes"].append(volume)

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from ..docker_api import quote
+from . import pids
 from .etcd import Etcd, EtcdError
 
 log = logging.getLogger("vmdkops.plugin")
@@ -145,8 +146,7 @@ class Cluster:
             # Its own session: a restart of the plugin leaves the member running.
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        with open(os.path.join(self.config.StateDir, "etcd.pid"), "w") as f:
-            f.write(f"{self.process.pid}\n")
+        pids.write(os.path.join(self.config.StateDir, "etcd.pid"), self.process.pid)
 
     def _wait(self, local, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -180,23 +180,6 @@ class Cluster:
 
     def stop(self):
         """Stop the etcd member this plugin runs (a plugin that stops takes its member down)."""
-        pid_file = os.path.join(self.config.StateDir, "etcd.pid")
-        try:
-            with open(pid_file) as f:
-                pid = int(f.read())
-        except (OSError, ValueError):
-            return
-        try:
-            os.kill(pid, 15)
-        except OSError:
-            pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            if self.process is not None and self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        os.unlink(pid_file)
+        pids.stop(os.path.join(self.config.StateDir, "etcd.pid"), self.config.EtcdBinary, wait=10)
+        if self.process is not None:
+            self.process.poll()

@@ -12,6 +12,7 @@ mounts."""
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -190,8 +191,7 @@ class VfileDriver(RefcountedDriver):
             # need the lock this loop just let go).
             if time.monotonic() > deadline:
                 raise DriverError(f"Remove failed: the file server of volume {name} did not stop")
-            self.store.increment(STOP + name)
-            self.store.wait_for(name, READY)
+            self.store.wait_for(name, READY, STOP)
 
     def _delete_base(self, name):
         """Delete the base volume; the file server's task may still hold it a moment."""
@@ -231,8 +231,7 @@ class VfileDriver(RefcountedDriver):
             if not stat:
                 raise DriverError("No such volume")
             if stat[0].value != MOUNTED:
-                self.store.increment(START + name)
-                info = self.store.wait_for(name, MOUNTED)
+                info = self.store.wait_for(name, MOUNTED, START)
             else:
                 info = json.loads(info[0].value)
             try:
@@ -277,6 +276,16 @@ class VfileDriver(RefcountedDriver):
         log.info("Unmounted name=%s etcd_requests=%d", name, self.etcd.requests() - before)
 
     def recover_in_use(self, name):
+        try:
+            os.stat(self.target(name))
+        except OSError as exc:
+            # Its SMB client ended with the plugin (a managed plugin's helpers
+            # end with its container): mounted again for the containers that
+            # start from now on.
+            log.warning("The mount of %s is gone (%s): mounting it again", name, exc)
+            fs.unmount(self.target(name), lazy=True)
+            self.mount_volume(name)
+            return
         self._register(name)
 
     # -- Get, List, Path ----------------------------------------------------------------------

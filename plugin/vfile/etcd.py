@@ -24,6 +24,10 @@ class EtcdError(Exception):
     """etcd cannot be reached, has no quorum, or refused a request."""
 
 
+class WaitTimeout(EtcdError):
+    """A key did not take the value waited for in time."""
+
+
 def _b64(text):
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
@@ -289,7 +293,7 @@ class Etcd:
 
     def wait_until(self, key, wanted, timeout):
         """True once ``key`` has the value ``wanted``, False if it is deleted
-        (or absent); ``EtcdError`` after ``timeout`` seconds. One read, then
+        (or absent); ``WaitTimeout`` after ``timeout`` seconds. One read, then
         a watch from the read's revision: two requests however long it takes."""
         answer = self.call("kv/range", {"key": _b64(key)})
         kvs = answer.get("kvs", [])
@@ -320,15 +324,15 @@ class Etcd:
                         if _text(event["kv"].get("value")) == wanted:
                             return True
             except TimeoutError:
-                raise EtcdError(f"Timeout reached; BlockingWait is not complete (waiting for {key} "
-                                f"to be {wanted})") from None
+                raise WaitTimeout(f"Timeout reached; BlockingWait is not complete (waiting for {key} "
+                                  f"to be {wanted})") from None
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 log.debug("watch of %s on %s ended: %s", key, endpoint, exc)
             finally:
                 connection.close()
             if time.monotonic() > deadline:
                 break
-        raise EtcdError(f"Timeout reached; BlockingWait is not complete (waiting for {key} to be {wanted})")
+        raise WaitTimeout(f"Timeout reached; BlockingWait is not complete (waiting for {key} to be {wanted})")
 
     def close_watches(self):
         with self._watch_guard:

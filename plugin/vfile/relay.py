@@ -16,7 +16,17 @@ import sys
 import threading
 import time
 
+from . import pids
+
 CHECK = 0.2
+
+
+def _shut(sockets):
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _pipe(source, sink):
@@ -29,11 +39,7 @@ def _pipe(source, sink):
     except OSError:
         pass
     finally:
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut((source, sink))
 
 
 class Relay:
@@ -83,11 +89,7 @@ class Relay:
             if now != seen:
                 seen = now
                 with self.guard:
-                    for sock in list(self.connections):
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
+                    _shut(list(self.connections))
 
 
 class Relays:
@@ -108,8 +110,8 @@ class Relays:
         folder, target, port_file, pid_file = self._files(volume)
         os.makedirs(folder, exist_ok=True)
         if not os.path.exists(target) or open(target).read().strip() != f"{address}:{port}":
-            self._write(target, f"{address}:{port}")  # a new target drops the relay's connections
-        if self._running(pid_file) and os.path.exists(port_file):
+            pids.write(target, f"{address}:{port}")  # a new target drops the relay's connections
+        if pids.running(pid_file, target) and os.path.exists(port_file):
             return int(open(port_file).read())
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -117,7 +119,7 @@ class Relays:
         process = subprocess.Popen([sys.executable, "-m", "plugin.vfile.relay", target, port_file],
                                    cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
-        self._write(pid_file, str(process.pid))
+        pids.write(pid_file, process.pid)
         deadline = time.monotonic() + 10
         while not os.path.exists(port_file):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -128,43 +130,23 @@ class Relays:
     def move(self, volume, address, port):
         """Point a running relay at the server's new place (nothing if none runs)."""
         folder, target, _, pid_file = self._files(volume)
-        if not self._running(pid_file):
+        if not pids.running(pid_file, target):
             return False
         with open(target) as f:
             if f.read().strip() == f"{address}:{port}":
                 return False
-        self._write(target, f"{address}:{port}")
+        pids.write(target, f"{address}:{port}")
         return True
 
     def stop(self, volume):
         import shutil
-        import signal
 
-        folder, _, _, pid_file = self._files(volume)
-        pid = self._running(pid_file)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
+        folder, target, _, pid_file = self._files(volume)
+        pids.stop(pid_file, target)
         shutil.rmtree(folder, ignore_errors=True)
 
     def volumes(self):
         return sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []
-
-    @staticmethod
-    def _running(pid_file):
-        try:
-            with open(pid_file) as f:
-                pid = int(f.read())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _write(path, text):
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
 
 
 def main(argv):

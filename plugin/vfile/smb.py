@@ -7,11 +7,11 @@ when they fail. Passwords go through root-only files, never a command line."""
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 
 from .. import fs
+from . import pids
 
 log = logging.getLogger("vmdkops.plugin")
 SHARE = "vfileshare"
@@ -80,8 +80,7 @@ class SmbnetfsMount:
             process = subprocess.Popen(["smbnetfs", tree, "-o", "allow_other,big_writes", "-f"],
                                        env=dict(os.environ, HOME=home), stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        with open(os.path.join(home, "pid"), "w") as f:
-            f.write(f"{process.pid}\n")
+        pids.write(os.path.join(home, "pid"), process.pid)
         share = os.path.join(tree, f"{address}:{port}", SHARE)
         problem = None
         while time.monotonic() < deadline:
@@ -115,12 +114,7 @@ class SmbnetfsMount:
         tree = os.path.join(home, "tree")
         if os.path.ismount(tree):
             subprocess.run(["umount", "-l", tree], capture_output=True, timeout=60)
-        try:
-            with open(os.path.join(home, "pid")) as f:
-                pid = int(f.read())
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+        pids.stop(os.path.join(home, "pid"), tree)
         shutil.rmtree(os.path.join(home, ".smb"), ignore_errors=True)
 
 

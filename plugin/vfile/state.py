@@ -23,6 +23,7 @@ import time
 
 from ..refcount import DriverError
 from . import etcd as kv
+from .etcd import WaitTimeout
 
 STAT, INFO, CLIENT = "SVOLS_stat_", "SVOLS_info_", "SVOLS_client_"
 START, STOP = "SVOLS_start_trigger_", "SVOLS_stop_trigger_"
@@ -56,6 +57,8 @@ def clients(volume):
 class State:
     """The etcd operations on the volumes' keys: locks, counters, waits."""
 
+    retrigger = 10
+
     def __init__(self, etcd, timeout):
         self.etcd = etcd
         self.timeout = timeout
@@ -76,9 +79,23 @@ class State:
             if time.monotonic() > deadline:
                 raise DriverError("Timeout reached; AtomicIncr is not complete")
 
-    def wait_for(self, name, state):
-        """The info of a volume once its state is ``state``."""
-        if not self.etcd.wait_until(STAT + name, state, self.timeout + 10):
+    def wait_for(self, name, state, trigger):
+        """The info of a volume once its state is ``state``, after moving
+        ``trigger`` (START or STOP). The trigger is moved again every
+        ``retrigger`` seconds meanwhile: the manager that took the event may
+        have failed (swarm without a leader for a moment after a lost quorum)."""
+        deadline = time.monotonic() + self.timeout + 10
+        self.increment(trigger + name)
+        while True:
+            try:
+                reached = self.etcd.wait_until(STAT + name, state,
+                                               max(min(self.retrigger, deadline - time.monotonic()), 0.01))
+                break
+            except WaitTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                self.increment(trigger + name)
+        if not reached:
             raise DriverError("No such volume")
         info = self.etcd.get(INFO + name)
         if info is None:
