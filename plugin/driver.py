@@ -116,7 +116,8 @@ class Driver(RefcountedDriver):
             self._detach(full)
             raise
         try:
-            fs.grow_mounted(self.target(full), fstype, read_only)
+            if fs.grow_mounted(device, self.target(full), fstype, read_only):
+                log.info("The filesystem of %s grew to its volume's size", full)
         except (fs.FsError, OSError) as exc:
             log.warning("%s: %s", full, exc)
 

@@ -68,18 +68,32 @@ def _ext_size(device):
     return (count_hi << 32 | count_lo) * block_size, block_size
 
 
+def _xfs_size(device):
+    """(filesystem bytes, block bytes) from an xfs superblock, or None."""
+    with open(device, "rb") as f:
+        block = f.read(16)
+    if len(block) < 16 or block[:4] != b"XFSB":
+        return None
+    block_size, blocks = struct.unpack_from(">IQ", block, 4)
+    return blocks * block_size, block_size
+
+
 def device_bytes(device):
     with open(device, "rb") as f:
         return f.seek(0, os.SEEK_END)
 
 
+def smaller_than_device(device, fstype):
+    """Whether the ext2/3/4 or xfs filesystem on ``device`` leaves a block
+    or more of it unused (its volume was resized); False for others."""
+    found = _ext_size(device) if fstype.startswith("ext") else _xfs_size(device) if fstype == "xfs" else None
+    return found is not None and device_bytes(device) - found[0] >= found[1]
+
+
 def grow_unmounted(device, fstype):
-    """An ext2/3/4 filesystem smaller than its device (the volume was
-    resized) grows to the device, before it is mounted; True if it grew."""
-    if not fstype.startswith("ext"):
-        return False
-    found = _ext_size(device)
-    if found is None or device_bytes(device) - found[0] < found[1]:
+    """An ext2/3/4 filesystem smaller than its device grows to the device,
+    before it is mounted; True if it grew."""
+    if not fstype.startswith("ext") or not smaller_than_device(device, fstype):
         return False
     checked = subprocess.run(["e2fsck", "-f", "-p", device], capture_output=True, text=True, timeout=600)
     if checked.returncode > 1:  # 1: errors corrected
@@ -89,10 +103,12 @@ def grow_unmounted(device, fstype):
     return True
 
 
-def grow_mounted(target, fstype, read_only):
-    """xfs grows only while mounted (a no-op when it has the device's size)."""
-    if fstype == "xfs" and not read_only:
-        _run(["xfs_growfs", "-d", target], f"Cannot grow the filesystem at {target}")
+def grow_mounted(device, target, fstype, read_only):
+    """xfs grows only while mounted; True if it grew."""
+    if fstype != "xfs" or read_only or not smaller_than_device(device, fstype):
+        return False
+    _run(["xfs_growfs", "-d", target], f"Cannot grow the filesystem at {target}")
+    return True
 
 
 def _run(argv, failure):

@@ -4,23 +4,24 @@
 # internet: a rootfs, its config.json, then `docker plugin create`; with
 # --push, `docker plugin push`. DOCKER_HOST is honoured.
 #
-#   scripts/build-plugin.sh [--driver vsphere|vfile] [--tag REF] [--push]
+#   scripts/build-plugin.sh [--driver vsphere|vfile] [--tag REF] [--push] [--samba-image TAR]
 #
 # REF defaults to vmdkops/vsphere-storage-for-docker:<version> (vmdkops/vfile:<version>).
-# The vfile rootfs also carries etcd, smbnetfs and the file server's image
-# (scripts/build-vfile-smb-image.sh). Install them as the original's were,
-# with the host paths they need:
+# The vfile rootfs also carries etcd, smbnetfs and the file server's image,
+# built by scripts/build-vfile-smb-image.sh or taken from its tarball TAR.
+# Install them as the original's were, with the host paths they need:
 #   docker plugin install --grant-all-permissions --alias vsphere REF \
 #       executor.source=/var/lib/vmdkops/run credential.source=/var/lib/vmdkops/local-vm.credential
 #   docker plugin install --grant-all-permissions --alias vfile REF [state.source=/var/lib/vfile]
 set -euo pipefail
 
-driver=vsphere tag="" push=0
+driver=vsphere tag="" push=0 samba_image=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --driver) driver=$2; shift 2 ;;
         --tag) tag=$2; shift 2 ;;
         --push) push=1; shift ;;
+        --samba-image) samba_image=$2; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-plugin.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -106,9 +107,12 @@ if [ "$driver" = vsphere ]; then
                  /run/vmdkops-credential/vm.credential '["bind", "ro"]')
 else
     mkdir -p "$rootfs/var/lib/vfile"
-    "$repo/scripts/build-vfile-smb-image.sh" --out "$work/vfile-smb.tar" >/dev/null
-    gzip -1 -c "$work/vfile-smb.tar" > "$rootfs/usr/lib/vmdkops/vfile-smb.tar.gz"  # docker load takes it
-    rm "$work/vfile-smb.tar"
+    if [ -z "$samba_image" ]; then
+        samba_image=$work/vfile-smb.tar
+        "$repo/scripts/build-vfile-smb-image.sh" --out "$samba_image" >/dev/null
+    fi
+    gzip -1 -c "$samba_image" > "$rootfs/usr/lib/vmdkops/vfile-smb.tar.gz"  # docker load takes it
+    rm -f "$work/vfile-smb.tar"
     flags='"--state_dir", "/var/lib/vfile", "--samba_image_tar", "/usr/lib/vmdkops/vfile-smb.tar.gz", "--etcd_binary", "'$(command -v etcd)'"'
     mounts=$(bind state "etcd's data and the SMB clients' settings" /var/lib/vfile /var/lib/vfile '["rbind"]')
     settings="$settings

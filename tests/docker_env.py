@@ -85,11 +85,12 @@ class Registry:
         stop_process(self.process)
 
 
-def build_plugin(docker_socket, driver, reference):
+def build_plugin(docker_socket, driver, reference, *extra):
     """Build a managed plugin with the project's script on a dockerd, push
     it to its registry and remove it there: what a registry user installs."""
     built = subprocess.run([os.path.join(REPO, "scripts", "build-plugin.sh"), "--driver", driver,
-                            "--tag", reference, "--push"], env=dict(os.environ, DOCKER_HOST=f"unix://{docker_socket}"),
+                            "--tag", reference, "--push", *extra],
+                           env=dict(os.environ, DOCKER_HOST=f"unix://{docker_socket}"),
                            capture_output=True, text=True, timeout=600)
     if built.returncode != 0 or f"pushed {reference}" not in built.stdout:
         raise RuntimeError(f"build-plugin.sh --driver {driver} failed: {built.stderr}")

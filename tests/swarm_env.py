@@ -8,6 +8,7 @@ first node, pushed to a private registry on the hub's bridge and installed
 on every node from there. Everything is stopped by pid and the namespaces
 removed afterwards."""
 
+import concurrent.futures
 import itertools
 import json
 import os
@@ -293,10 +294,14 @@ class Swarm:
             node.docker("swarm", "join", "--advertise-addr", node.address, "--token", tokens[role],
                         f"{first.address}:2377")
         if self.managed:
-            for driver, reference in self.references.items():
-                build_plugin(first.socket, driver, f"{REGISTRY}/{reference}")
-        for node in self.nodes:
-            node.start_plugins()
+            build_plugin(first.socket, "vsphere", f"{REGISTRY}/{self.references['vsphere']}")
+            build_plugin(first.socket, "vfile", f"{REGISTRY}/{self.references['vfile']}",
+                         "--samba-image", self.samba_tar)
+        # The leader's first (its plugin starts etcd, which the others join), then the others at once.
+        first.start_plugins()
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            for started in [pool.submit(node.start_plugins) for node in self.nodes[1:]]:
+                started.result()
         self.wait_for_plugins_known()
         return self
 

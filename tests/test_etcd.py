@@ -164,6 +164,24 @@ def test_a_wait_for_the_file_server_moves_its_trigger_again(cluster):
     assert time.monotonic() - started < 3
 
 
+def test_a_member_that_does_not_answer_costs_one_timeout(cluster):
+    """A dead manager (no answer, not even a reset) first in the list: the
+    first request waits for it, the next go to the member that answered."""
+    endpoints, _ = cluster
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # takes connections, never answers
+        client = Etcd([f"127.0.0.1:{silent.getsockname()[1]}"] + endpoints)
+        started = time.monotonic()
+        client.put("k", "0")
+        assert time.monotonic() - started >= kv.TIMEOUT
+        started = time.monotonic()
+        for i in range(5):
+            client.put("k", str(i))
+        assert time.monotonic() - started < kv.TIMEOUT
+        assert client.get("k") == "4"
+
+
 def test_an_unreachable_cluster_is_a_clear_error_at_once():
     client = Etcd([f"127.0.0.1:{port}" for port in free_ports(2)])
     started = time.monotonic()

@@ -4,6 +4,7 @@ client's retries, and /proc/mounts parsing."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -186,3 +187,25 @@ def test_a_helper_is_known_by_its_command_line_not_its_pid_alone(tmp_path):
         for process in (helper, other):
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "xfs"])
+def test_a_filesystem_smaller_than_its_device_is_seen(tmp_path, fstype):
+    """Read from the superblock: a filesystem that fills its device is left
+    alone at mount (no e2fsck, no xfs_growfs); one whose volume grew is not."""
+    from conftest import missing
+    from plugin import fs
+
+    if shutil.which(f"mkfs.{fstype}") is None:
+        missing(f"mkfs.{fstype} (Debian packages e2fsprogs and xfsprogs)")
+    image = str(tmp_path / "disk")
+    with open(image, "wb") as f:
+        f.truncate(400 << 20)
+    made = subprocess.run([f"mkfs.{fstype}", "-q", image] if fstype == "xfs" else
+                          ["mkfs.ext4", "-q", "-F", image], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert not fs.smaller_than_device(image, fstype)
+    with open(image, "r+b") as f:
+        f.truncate(900 << 20)
+    assert fs.smaller_than_device(image, fstype)
+    assert not fs.smaller_than_device(image, "btrfs")

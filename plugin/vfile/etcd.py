@@ -18,6 +18,7 @@ import time
 
 log = logging.getLogger("vmdkops.plugin")
 TIMEOUT = 2.0
+FAILED_FOR = 30.0  # seconds an endpoint that failed is tried last
 
 
 class EtcdError(Exception):
@@ -101,6 +102,24 @@ class Etcd:
         self.timeout = timeout
         self._local = threading.local()
         self._watches, self._watch_guard = set(), threading.Lock()
+        self._answered, self._failed = None, {}
+
+    def _ordered(self):
+        """The endpoints, the one that answered last first and those that
+        failed lately last: a dead manager costs one timeout, not one per request."""
+        now = time.monotonic()
+
+        def rank(endpoint):
+            failed = self._failed.get(endpoint)
+            return endpoint != self._answered, failed is not None and now - failed < FAILED_FOR
+        return sorted(self.endpoints(), key=rank)
+
+    def _fared(self, endpoint, answered):
+        if answered:
+            self._answered = endpoint
+            self._failed.pop(endpoint, None)
+        else:
+            self._failed[endpoint] = time.monotonic()
 
     def requests(self):
         """How many requests this thread has made (the benchmark counts them per mount)."""
@@ -127,7 +146,7 @@ class Etcd:
         data = json.dumps(body).encode()
         problems = []
         try:
-            endpoints = self.endpoints()
+            endpoints = self._ordered()
         except Exception as exc:  # noqa: BLE001 - the swarm did not say where etcd is
             raise EtcdError(f"Failed to create etcd client: {exc}") from None
         if not endpoints:
@@ -147,12 +166,15 @@ class Etcd:
                                                          ConnectionResetError)):
                         continue
                     problems.append(f"{endpoint}: {exc or type(exc).__name__}")
+                    self._fared(endpoint, False)
                     break
                 if response.status == 200:
+                    self._fared(endpoint, True)
                     return json.loads(answer)
                 message = _error_text(answer)
                 if response.status in (503, 504) or "leader" in message or "timed out" in message:
                     problems.append(f"{endpoint}: {message or response.status}")
+                    self._fared(endpoint, False)
                     break
                 raise EtcdError(f"etcd refused {path}: {message or response.status}")
         if any("leader" in p or "timed out" in p or "deadline" in p for p in problems):
@@ -255,7 +277,7 @@ class Etcd:
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                    "prev_kv": True, "start_revision": str(start_revision)}}
         revision = start_revision
-        for endpoint in self.endpoints():
+        for endpoint in self._ordered():
             host, _, port = endpoint.rpartition(":")
             connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
             try:
@@ -303,7 +325,7 @@ class Etcd:
             return True
         deadline = time.monotonic() + timeout
         body = {"create_request": {"key": _b64(key), "start_revision": str(int(answer["header"]["revision"]) + 1)}}
-        for endpoint in self.endpoints():
+        for endpoint in self._ordered():
             host, _, port = endpoint.rpartition(":")
             connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
             try:
