@@ -15,7 +15,8 @@ import pytest
 from conftest import missing
 from executor import stop_process
 from plugin.vfile import etcd as kv
-from plugin.vfile.etcd import Etcd, EtcdError, WaitTimeout
+from plugin.vfile.etcd import Etcd, EtcdError, LeaseNotFound, WaitTimeout
+from plugin.vfile.lease import Lease
 from plugin.vfile.state import START, STAT, State
 
 
@@ -108,6 +109,56 @@ def test_a_lock_has_one_holder_at_a_time(cluster):
     with pytest.raises(EtcdError, match="ETCD Lock blocking wait timeout"):
         client.lock("SVOLS_gref_v-lock", client.grant(10), timeout=0.5)
     unlock()
+
+
+def test_a_lost_lease_is_taken_again_once_with_the_keys_put_back(cluster):
+    """The node's lease expired while etcd had no quorum: the next lock (in
+    any thread) takes a new lease, the node's client key is back under it,
+    and the thread that renews it sees the same."""
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    regained = []
+
+    def register(lease):
+        regained.append(lease)
+        client.put("SVOLS_client_v_n1", "10.0.0.1", lease)
+
+    lease = Lease(client, 10, register)
+    lease.grant()
+    register(lease.id)
+    lost = lease.id
+    client.revoke(lost)  # as etcd does when the TTL runs out
+    assert client.get("SVOLS_client_v_n1") is None
+    with pytest.raises(LeaseNotFound):
+        client.lock("SVOLS_gref_v-lock", lost, timeout=5)
+    unlocks = []
+
+    def lock(volume):
+        unlocks.append(lease.use(lambda id: client.lock(f"SVOLS_gref_{volume}-lock", id, timeout=5)))
+
+    threads = [threading.Thread(target=lock, args=(f"v{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(unlocks) == 4 and regained[1:] == [lease.id] and lease.id != lost
+    assert client.range("SVOLS_client_v_n1")[0].lease == lease.id
+    for unlock in unlocks:
+        unlock()
+    client.revoke(lease.id)
+    stopping = threading.Event()
+    keeper = threading.Thread(target=lease.keep, args=(stopping,))
+    lease.ttl = 3
+    keeper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while client.get("SVOLS_client_v_n1") is None:
+            assert time.monotonic() < deadline, "the keeper did not take a new lease"
+            time.sleep(0.1)
+    finally:
+        stopping.set()
+        keeper.join()
+    assert len(regained) == 3
 
 
 def test_a_watch_sees_changes_with_their_previous_values(cluster):

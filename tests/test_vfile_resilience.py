@@ -223,7 +223,8 @@ def change_roles(swarm, promoted, demoted):
     expected = sorted(node_id(n) for n in swarm.nodes if n is not demoted and (
         n is promoted or n.docker("info", "-f", "{{.Swarm.ControlAvailable}}").stdout.strip() == "true"))
     assert wait(lambda: managers(swarm) == expected and etcd_members(manager) == expected,
-                HELPER_INTERVAL + 30, 1), (managers(swarm), etcd_members(manager), expected)
+                HELPER_INTERVAL + 30, 1), (managers(swarm), etcd_members(manager), expected,
+                                           promoted.vfile_log()[-4000:])
 
 
 def test_role_changes(swarm4, made):

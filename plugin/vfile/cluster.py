@@ -2,17 +2,17 @@
 state in (spec plugin §4.2). With ``EtcdEndpoints`` set, that existing
 cluster is used as it is. Otherwise etcd runs on the swarm managers, started
 by their plugins from Debian's ``etcd``: the leader's plugin starts a
-one-member cluster, other managers join it (a stale member of the same peer
+one-member cluster when no other manager runs etcd, other managers join it (a stale member of the same peer
 address is replaced), a restarted manager rejoins with its data, and
 workers are clients of the managers."""
 
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 
-from ..docker_api import quote
 from . import pids
 from .etcd import Etcd, EtcdError
 
@@ -97,36 +97,55 @@ class Cluster:
         if os.path.isdir(os.path.join(self.data_dir, "member")):
             log.info("Rejoining the etcd cluster with the data in %s", self.data_dir)
             self._run([])
-        elif self._is_leader():
-            log.info("Starting a new etcd cluster on the swarm leader")
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            self._run(["--initial-cluster-token", CLUSTER_TOKEN, "--initial-cluster",
-                       f"{self.node_id}={self._peer_url()}", "--initial-cluster-state", "new"])
         else:
-            self._join()
+            nodes = self.docker.get("/nodes") or []
+            running = self._running_members(nodes)
+            leader = next((n for n in nodes if (n.get("ManagerStatus") or {}).get("Leader")), None)
+            if running:
+                self._join(Etcd(running))
+            elif leader is None:
+                raise NotReady("The swarm does not have a leader. It's possible that too few managers are "
+                               "online. Make sure more than half of the managers are online.")
+            elif leader.get("ID") != self.node_id:
+                raise NotReady("No etcd member runs on the swarm managers yet; the swarm leader's "
+                               "plugin starts the first")
+            else:
+                # Only when no other manager runs etcd: a node promoted while the
+                # leader is demoted can be the swarm's new leader, and a second
+                # cluster would split the state.
+                log.info("Starting a new etcd cluster on the swarm leader")
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self._run(["--initial-cluster-token", CLUSTER_TOKEN, "--initial-cluster",
+                           f"{self.node_id}={self._peer_url()}", "--initial-cluster-state", "new"])
         self._wait(local)
 
-    def _is_leader(self):
-        node = self.docker.get(f"/nodes/{quote(self.node_id)}")
-        return bool((node.get("ManagerStatus") or {}).get("Leader"))
+    def _running_members(self, nodes):
+        """The client endpoints of the other managers whose etcd takes a connection."""
+        port = self.config.EtcdClientPort
+        found = []
+        for node in nodes:
+            status = node.get("ManagerStatus") or {}
+            if not status or node.get("ID") == self.node_id:
+                continue
+            address = status["Addr"].rpartition(":")[0]
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+                found.append(f"{address}:{port}")
+            except OSError:
+                pass
+        return found
 
-    def _join(self):
-        leader = next((n for n in self.docker.get("/nodes") or []
-                       if (n.get("ManagerStatus") or {}).get("Leader")), None)
-        if leader is None:
-            raise NotReady("The swarm does not have a leader. It's possible that too few managers are "
-                           "online. Make sure more than half of the managers are online.")
-        leader_etcd = Etcd([f"{leader['ManagerStatus']['Addr'].rpartition(':')[0]}:{self.config.EtcdClientPort}"])
+    def _join(self, cluster):
         peer = self._peer_url()
-        members = leader_etcd.members()
+        members = cluster.members()
         mine = next((m for m in members if (m.get("peerURLs") or [""])[0] == peer), None)
         if mine is not None and mine.get("name"):
             log.info("Replacing the stale etcd member %s of %s", mine["name"], peer)
-            leader_etcd.remove_member(mine["ID"])
+            cluster.remove_member(mine["ID"])
             members = [m for m in members if m["ID"] != mine["ID"]]
             mine = None
         if mine is None:
-            leader_etcd.add_member(peer)
+            cluster.add_member(peer)
         initial = [f"{m['name']}={m['peerURLs'][0]}" for m in members if m.get("name")]
         initial.append(f"{self.node_id}={peer}")
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -23,6 +23,7 @@ from ..refcount import DriverError, RefcountedDriver
 from . import etcd as kv
 from .cluster import Cluster, NotReady
 from .etcd import EtcdError
+from .lease import Lease
 from .fileserver import FileServers, base_volume
 from .managers import Managers
 from .relay import Relays
@@ -51,7 +52,7 @@ class VfileDriver(RefcountedDriver):
         self.managers = Managers(self)
         self.initialized = threading.Event()
         self.stopping = threading.Event()
-        self.lease = None
+        self.lease = Lease(self.etcd, LEASE_TTL, self._register_all)
 
     @property
     def timeout(self):
@@ -67,7 +68,7 @@ class VfileDriver(RefcountedDriver):
         while not self.stopping.is_set():
             try:
                 self.cluster.start()
-                self.lease = self.etcd.grant(LEASE_TTL)
+                self.lease.grant()
                 break
             except (EtcdError, NotReady, DockerError, DockerUnavailable, OSError) as exc:
                 log.warning("Failed to create new KV store. Retry: %s", exc)
@@ -75,7 +76,7 @@ class VfileDriver(RefcountedDriver):
                 delay = min(delay * 2, 5)
         if self.stopping.is_set():
             return
-        threading.Thread(target=self._keep_lease, name="lease", daemon=True).start()
+        threading.Thread(target=self.lease.keep, args=(self.stopping,), name="lease", daemon=True).start()
         if self.cluster.is_manager():
             self.managers.start()
         threading.Thread(target=self._follow_servers, name="servers", daemon=True).start()
@@ -102,29 +103,10 @@ class VfileDriver(RefcountedDriver):
         except (DockerError, DockerUnavailable, OSError) as exc:
             log.warning("Could not prepare this node for file servers: %s", exc)
 
-    def _keep_lease(self):
-        """Renew the node's lease; if it expired (etcd was out of reach for
-        longer than its TTL), take a new one and put this node's client keys
-        back under it."""
-        while not self.stopping.wait(LEASE_TTL / 3):
-            try:
-                if self.etcd.keepalive(self.lease) > 0:
-                    continue
-                self.lease = self.etcd.grant(LEASE_TTL)
-                log.warning("The node's etcd lease had expired; mounts registered again")
-                for volume in list(self.counts):
-                    self._register(volume)
-            except EtcdError as exc:
-                log.warning("Could not renew the node's etcd lease: %s", exc)
-
     def stop(self):
         self.stopping.set()
         self.etcd.close_watches()
-        if self.lease is not None:
-            try:
-                self.etcd.revoke(self.lease)
-            except EtcdError:
-                pass
+        self.lease.revoke()
         if not self.config.EtcdEndpoints:
             self.cluster.stop()
 
@@ -172,7 +154,7 @@ class VfileDriver(RefcountedDriver):
             raise DriverError(f"Remove failed: Containers on this host VM are still using volume {name}.")
         deadline = time.monotonic() + self.timeout
         while True:
-            unlock = self._lock(name)
+            unlock = self.lock(name)
             try:
                 _, (stat, users) = self.etcd.txn(
                     [], [kv.get(STAT + name), kv.get(clients(name), prefix=True)])
@@ -225,7 +207,7 @@ class VfileDriver(RefcountedDriver):
 
     def mount_volume(self, name, context=None):
         before = self.etcd.requests()
-        unlock = self._lock(name)
+        unlock = self.lock(name)
         try:
             _, (stat, info) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name)])
             if not stat:
@@ -252,7 +234,14 @@ class VfileDriver(RefcountedDriver):
                  self.etcd.requests() - before)
 
     def _register(self, name):
-        self.etcd.put(f"{CLIENT}{name}_{self.cluster.node_id}", self.cluster.address, self.lease)
+        self.lease.use(lambda lease: self._put_client(name, lease))
+
+    def _register_all(self, lease):
+        for name in list(self.counts):
+            self._put_client(name, lease)
+
+    def _put_client(self, name, lease):
+        self.etcd.put(f"{CLIENT}{name}_{self.cluster.node_id}", self.cluster.address, lease)
 
     def _release_server(self, name):
         """After this node stopped using a volume: if no node uses it, ask
@@ -267,7 +256,7 @@ class VfileDriver(RefcountedDriver):
         before = self.etcd.requests()
         self.mounter.unmount(name, self.target(name))
         self.relays.stop(name)
-        unlock = self._lock(name)
+        unlock = self.lock(name)
         try:
             self.etcd.delete(f"{CLIENT}{name}_{self.cluster.node_id}")
             self._release_server(name)
@@ -314,8 +303,8 @@ class VfileDriver(RefcountedDriver):
     def path(self, name):
         return self.mountpoint(name) if self.users(name) else ""
 
-    def _lock(self, name):
-        return self.store.lock(name, self.lease)
+    def lock(self, name, which="gref"):
+        return self.lease.use(lambda lease: self.store.lock(name, lease, which))
 
     # -- this node: its registrations, and where the servers of its mounts are ---------------------
 

@@ -29,6 +29,11 @@ class WaitTimeout(EtcdError):
     """A key did not take the value waited for in time."""
 
 
+class LeaseNotFound(EtcdError):
+    """etcd no longer knows the lease: it expired while etcd was out of
+    reach or had no quorum."""
+
+
 def _b64(text):
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
@@ -176,7 +181,8 @@ class Etcd:
                     problems.append(f"{endpoint}: {message or response.status}")
                     self._fared(endpoint, False)
                     break
-                raise EtcdError(f"etcd refused {path}: {message or response.status}")
+                error = LeaseNotFound if "requested lease not found" in message else EtcdError
+                raise error(f"etcd refused {path}: {message or response.status}")
         if any("leader" in p or "timed out" in p or "deadline" in p for p in problems):
             # A member answered, or took the connection and then could not: it has no leader.
             raise EtcdError("etcd has no quorum (no leader): more than half of its members (the swarm "

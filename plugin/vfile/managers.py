@@ -25,9 +25,6 @@ class Managers:
         self.etcd, self.store, self.servers = driver.etcd, driver.store, driver.servers
         self.active = False
 
-    def _lock(self, name, which="gref"):
-        return self.store.lock(name, self.driver.lease, which)
-
     def start(self):
         """This node is a manager (at start, or promoted)."""
         self.active = True
@@ -92,7 +89,7 @@ class Managers:
         try:
             if not self._won(START_MARK, name, value):
                 return
-            unlock = self._lock(name, "stat")
+            unlock = self.driver.lock(name, "stat")
         except (EtcdError, DriverError) as exc:
             log.error("Failed to start SMB server for %s: %s", name, exc)
             return
@@ -122,12 +119,12 @@ class Managers:
                 return
             # The mounts' lock first: a node that is mounting holds it until
             # its client key is in, so no server is stopped under it.
-            unlock_mounts = self._lock(name)
+            unlock_mounts = self.driver.lock(name)
         except (EtcdError, DriverError) as exc:
             log.error("Failed to stop SMB server for %s: %s", name, exc)
             return
         try:
-            unlock = self._lock(name, "stat")
+            unlock = self.driver.lock(name, "stat")
             try:
                 if self.etcd.range(clients(name), prefix=True):
                     log.info("Volume %s still has global users, cannot stop the server", name)
