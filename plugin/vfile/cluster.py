@@ -2,9 +2,9 @@
 state in (spec plugin §4.2). With ``EtcdEndpoints`` set, that existing
 cluster is used as it is. Otherwise etcd runs on the swarm managers, started
 by their plugins from Debian's ``etcd``: the leader's plugin starts a
-one-member cluster when no other manager runs etcd, other managers join it (a stale member of the same peer
-address is replaced), a restarted manager rejoins with its data, and
-workers are clients of the managers."""
+one-member cluster when no other manager runs etcd, other managers join it
+(a stale member of the same peer address is replaced), a restarted manager
+rejoins with its data, and workers are clients of the managers."""
 
 import logging
 import os

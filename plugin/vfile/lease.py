@@ -26,11 +26,7 @@ class Lease:
         while not stopping.wait(self.ttl / 3):
             lease = self.id
             try:
-                try:
-                    alive = self.etcd.keepalive(lease) > 0
-                except LeaseNotFound:
-                    alive = False
-                if not alive:
+                if self.etcd.keepalive(lease) <= 0:  # etcd no longer knows it
                     self._again(lease)
             except EtcdError as exc:
                 log.warning("Could not renew the node's etcd lease: %s", exc)
