@@ -22,11 +22,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 def measure(home, diskformat, runs):
     from executor import Executor
     from vmdkops_admin import config_admin
-    from vmdkops_admin.backends import get_backend, vmdkfile
+    from vmdkops_admin.backends import get_backend
 
     os.environ["VMDKOPS_HOME"] = home
     backend = get_backend()
-    backend.add_datastore("bench", home)
+    datastore = backend.add_datastore("bench", home)
     backend.add_vm("bench-vm", None, "bench")
     config_admin.init(backend, local=True)
     admin = shutil.which("vmdkops_admin", path=os.path.dirname(sys.executable))
@@ -34,12 +34,13 @@ def measure(home, diskformat, runs):
     times, disk_times = [], []
     try:
         for run in range(runs):
-            descriptor = os.path.join(home, f"alone-{run}.vmdk")
-            vmdkfile.create(descriptor, 1024, diskformat)
+            backend.vmgroup_dir(datastore, "alone", None, create=True)
+            descriptor = backend.descriptor(datastore, "alone", f"alone-{run}")
+            backend.create_disk(descriptor, 1024, diskformat)
             start = time.perf_counter()
             backend.grow_disk(descriptor, 2048, diskformat)
             disk_times.append(time.perf_counter() - start)
-            vmdkfile.delete(descriptor)
+            backend.delete_disk(descriptor)
             name = f"{diskformat}-{run}"
             executor.ok("bench-vm", "create", name, {"size": "1gb", "diskformat": diskformat})
             start = time.perf_counter()

@@ -26,9 +26,9 @@ def populate(home, volumes, datastores=4, vmgroups=50):
     from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config_admin, db, sidecar
+    from vmdkops_admin import config_admin, db
     from vmdkops_admin.backends import get_backend
-    from vmdkops_admin.backends.vmdkfile import descriptor_text
+    from vmdkops_admin.backends.local.vmdkfile import descriptor_text
     from vmdkops_admin.db.models import Volume
     from vmdkops_admin.vmgroup import create
 
@@ -61,8 +61,9 @@ def populate(home, volumes, datastores=4, vmgroups=50):
                 f.write(descriptor_text(name + "-flat.vmdk", 100 << 20, "thin"))
             with open(os.path.join(folder, name + "-flat.vmdk"), "w") as f:
                 f.truncate(100 << 20)
-            sidecar.save(descriptor, {"status": "detached", "volOpts": meta_opts,
-                                      "created": time.asctime(), "created-by": "bench"})
+            with open(os.path.join(folder, name + ".vmfd"), "w") as f:
+                json.dump({"status": "detached", "volOpts": meta_opts, "created": time.asctime(),
+                           "created-by": "bench"}, f)
             rows.append({"vmgroup_id": gid, "datastore_url": ds.url, "name": name, "size_mb": 100,
                          "options": meta_opts, "state": "ready", "created": now, "created_by": "bench"})
         session.execute(insert(Volume), rows)

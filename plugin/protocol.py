@@ -33,17 +33,27 @@ def _recv_exact(sock, size):
     return b"".join(chunks)
 
 
-def read_frame(sock, limit=MAX_PAYLOAD):
-    """The JSON bytes of one framed message (without the NUL)."""
-    magic, length = HEADER.unpack(_recv_exact(sock, HEADER.size))
+def payload_length(header, limit=MAX_PAYLOAD):
+    """The length of the payload that follows a frame's header."""
+    magic, length = HEADER.unpack(header)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic 0x{magic:08x}")
     if length == 0 or length > limit:
         raise ProtocolError(f"bad length {length}")
-    payload = _recv_exact(sock, length)
+    return length
+
+
+def message_of(payload):
+    """The JSON bytes of a frame's payload (without its NUL)."""
     if payload[-1:] != b"\0" or b"\0" in payload[:-1]:
         raise ProtocolError("message is not NUL-terminated text")
-    return payload[:-1]
+    return bytes(payload[:-1])
+
+
+def read_frame(sock, limit=MAX_PAYLOAD):
+    """The JSON bytes of one framed message (without the NUL)."""
+    length = payload_length(_recv_exact(sock, HEADER.size), limit)
+    return message_of(_recv_exact(sock, length))
 
 
 def write_frame(sock, payload):

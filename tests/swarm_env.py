@@ -195,8 +195,11 @@ class Node:
         containers, the plugins, etcd, smbnetfs, the relays."""
         run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "down"])
         pids = set(run(["ip", "netns", "pids", self.name], check=False).stdout.split())
+        # The node's cgroup and those below it: its containers' (their own
+        # network namespaces hide them from the node's).
         for root, _, files in os.walk("/sys/fs/cgroup"):
-            if os.path.basename(root).startswith(self.name) and "cgroup.procs" in files:
+            parts = os.path.relpath(root, "/sys/fs/cgroup").split(os.sep)
+            if any(part.startswith(self.name) for part in parts) and "cgroup.procs" in files:
                 with open(os.path.join(root, "cgroup.procs")) as f:
                     pids.update(f.read().split())
         pids.update(self._session_pids())

@@ -158,6 +158,8 @@ def test_volume_of_and_the_listings(env):
     [disk] = [d for d in backend.disks(env.datastore) if d.volume == "listed"]
     assert disk.vmgroup_uuid == GROUP and backend.volume_of(disk.descriptor)[2] == "listed"
     assert disk.capacity in (20 << 20, None)  # the simulator's browser has no capacity
+    assert disk.problem is None
+    backend.check_disk(descriptor)  # a disk the backend made is its own
     gone = backend.descriptor(env.datastore, GROUP, "never-made")
     allocated, missing = backend.allocated_bytes_many([descriptor, gone])
     assert allocated == backend.disk_info(descriptor)[1] and missing is None

@@ -312,3 +312,48 @@ def test_adopt_volumes_of_the_original(admin, legacy, inventory, executor):
     assert rows["d1"]["VMGroup"] == "_DEFAULT" and rows["flat"]["VMGroup"] == "N/A"
     assert executor.ok("VM1", "get", "v1@DS1")["fstype"] == "xfs"
     assert admin.ok("volume reconcile --adopt --dry-run").count("adopted") == 0
+
+
+def test_a_tenant_id_that_is_not_a_uuid_is_never_a_folder(admin, tmp_path, inventory):
+    """A legacy auth-db written by someone hostile: tenant ids become folder
+    names under dockvols, so only a uuid is imported; the rest is reported."""
+    path = str(tmp_path / "hostile-auth-db")
+    build_legacy(path, "1.0", vmfs_url(inventory, "DS1"), vmfs_url(inventory, "DS2"))
+    hostile = ["../../escape", "aaaaaaaa-0000-4000-8000-000000000001/../x", "not-a-uuid", ""]
+    db = sqlite3.connect(path)
+    db.execute("UPDATE tenants SET id = ? WHERE name = '_DEFAULT'", (hostile[0],))
+    db.executemany("INSERT INTO tenants VALUES (?, ?, '', NULL)",
+                   [(tenant, f"hostile{i}") for i, tenant in enumerate(hostile[1:])])
+    db.commit()
+    db.close()
+    escape = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols", "..", "..", "escape")
+    os.makedirs(escape)
+    report = json.loads(admin.ok("config", "import", "--from-vdvs", path, "--output-format=json"))
+    reasons = {s["row"]["id"]: s["reason"] for s in report["skipped"] if s["table"] == "tenants"}
+    for tenant in hostile:
+        assert reasons[tenant] == (f"its id {tenant!r} is not a uuid (it names the vmgroup's folder "
+                                   "on every datastore)")
+    assert {r["Name"] for r in parse_table(admin.ok("vmgroup ls"))} == {"dev", "test", "gone-ds"}
+    assert os.listdir(escape) == []
+
+
+def test_adoption_reads_no_side_car_outside_the_volumes_folder(admin, legacy, inventory):
+    """An original descriptor whose ``sidecars`` line names a file elsewhere
+    (another vmgroup's side-car, an absolute path): nothing is adopted from it."""
+    version, path = legacy
+    dockvols = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols")
+    secret = {"status": "attached", "attachedVMName": "secret-vm", "volOpts": {"fstype": "ext4"}}
+    stolen = original_volume(os.path.join(dockvols, TEST), "theirs", 10, secret)
+    meta = {"status": "detached", "volOpts": {"fstype": "xfs"}}
+    for name, named in (("relative", f"../{TEST}/{os.path.basename(stolen)}"), ("absolute", stolen)):
+        original_volume(os.path.join(dockvols, DEV), name, 10, meta, sidecar_line=False)
+        with open(os.path.join(dockvols, DEV, f"{name}.vmdk"), "a") as f:
+            f.write(f'ddb.sidecars = "docker-volume-vsphere,{named}"\n')
+        os.unlink(os.path.join(dockvols, DEV, f"{name}-c0ffee01.vmfd"))
+    admin.ok("config", "import", "--from-vdvs", path)
+    findings = {(r["Volume"], r["Action"]) for r in parse_table(admin.ok("volume reconcile --adopt"))}
+    assert ("theirs@DS1", "adopted") in findings
+    assert not any(volume in ("relative@DS1", "absolute@DS1") and action == "adopted"
+                   for volume, action in findings), findings
+    assert not os.path.exists(os.path.join(dockvols, DEV, "relative.vmfd"))
+    assert not os.path.exists(os.path.join(dockvols, DEV, "absolute.vmfd"))

@@ -1,8 +1,8 @@
 """Per-VM credentials: how a guest proves which VM it is over TCP or a unix
 socket (over vsock on ESX the hypervisor says who the peer is). A credential
-is a random token; only its SHA-256 is kept, in a root-only file under the
-state root, so identity works whatever mode the config DB is in (even with no
-DB at all)."""
+is a random token; only its SHA-256 is kept, in a root-only file (0600, as
+every file ``jsonfile`` writes) under the state root, so identity works
+whatever mode the config DB is in (even with no DB at all)."""
 
 import hashlib
 import hmac
@@ -32,7 +32,6 @@ def issue(vm_uuid, rotate=False):
         for digest in [d for d, uuid in hashes.items() if uuid == vm_uuid]:
             del hashes[digest]
         hashes[_digest(token)] = vm_uuid
-    os.chmod(_path(), 0o600)
     return token
 
 

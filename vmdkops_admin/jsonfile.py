@@ -1,5 +1,5 @@
 """Small JSON files of the installation (inventory, attachments, credentials)
-changed by several processes at once."""
+changed by several processes at once. They are root's alone (mode 0600)."""
 
 import contextlib
 import fcntl
@@ -20,7 +20,10 @@ def locked_json(path, initial):
             data = initial()
         yield data
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
         os.replace(tmp, path)

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import sqlite3
+import stat
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -150,13 +152,18 @@ class _Import:
         uuids = {g.uuid for g in self.session.scalars(select(VmGroup))}
         # 1.0 gave _DEFAULT a random uuid; 1.1 fixed it (the original's offline step).
         for tenant in self.legacy["tenants"]:
-            if tenant["name"] == DEFAULT_VMGROUP and tenant["id"] != DEFAULT_VMGROUP_UUID:
+            if tenant["name"] == DEFAULT_VMGROUP and tenant["id"] != DEFAULT_VMGROUP_UUID \
+                    and _is_uuid(tenant["id"]):
                 self.remap[tenant["id"]] = DEFAULT_VMGROUP_UUID
                 report.notes.append(f"_DEFAULT's uuid {tenant['id']} becomes {DEFAULT_VMGROUP_UUID}")
         for tenant in self.legacy["tenants"]:
             self.steps.advance()
             group_uuid = self.remap.get(tenant["id"], tenant["id"])
             name = tenant["name"]
+            if not _is_uuid(group_uuid):
+                report.skip("tenants", tenant, f"its id {group_uuid!r} is not a uuid (it names the "
+                                               "vmgroup's folder on every datastore)")
+                continue
             try:
                 validate_name(name)
             except InvalidArgument as exc:
@@ -269,6 +276,15 @@ class _Import:
         self.session.flush()
 
 
+def _is_uuid(text):
+    """Whether ``text`` is a uuid in its canonical form (the only form that
+    is ever a folder name)."""
+    try:
+        return str(uuid.UUID(str(text))) == str(text).lower()
+    except ValueError:
+        return False
+
+
 def _name_problem(volume):
     try:
         validate_volume(volume or "")
@@ -294,40 +310,55 @@ def _move_default_folders(backend, remap, report):
 _SIDECARS = re.compile(r'sidecars\s*=\s*"[^,"]*,([^"]+)"')
 
 
-def original_sidecar(descriptor):
-    """The original's side-car of a descriptor: the file its ``sidecars``
-    line names, else a ``<vol>-*.vmfd`` next to it."""
-    folder = os.path.dirname(descriptor)
+def _read_regular(path, limit=64 * 1024):
+    """The start of a regular file, never through a symlink, a FIFO or a device
+    (a datastore's files may have been put there by another host); None otherwise."""
     try:
-        with open(descriptor, errors="replace") as f:
-            match = _SIDECARS.search(f.read(64 * 1024))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    if match:
-        path = os.path.join(folder, match.group(1).strip())
-        return path if os.path.isfile(path) else None
+    try:
+        return os.read(fd, limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+
+
+def original_sidecar(descriptor):
+    """The original's side-car of a descriptor: the file its ``sidecars``
+    line names, else a ``<vol>-*.vmfd`` next to it. Only a file of that form
+    in the descriptor's own folder is ever named."""
+    folder = os.path.dirname(descriptor)
     stem = os.path.basename(descriptor)[:-len(".vmdk")]
+    text = _read_regular(descriptor)
+    if text is None:
+        return None
+    match = _SIDECARS.search(text.decode("utf-8", "replace"))
     candidates = sorted(name for name in os.listdir(folder)
                         if name.startswith(stem + "-") and name.endswith(".vmfd"))
+    if match:
+        named = match.group(1).strip()
+        return os.path.join(folder, named) if named in candidates else None
     return os.path.join(folder, candidates[0]) if candidates else None
 
 
 def read_original_metadata(path):
     """The original's metadata: JSON padded with spaces (invalid JSON: None)."""
+    text = _read_regular(path, 1024 * 1024)
     try:
-        with open(path) as f:
-            meta = json.loads(f.read().strip() or "null")
-    except (OSError, ValueError):
+        meta = json.loads(text.strip() or "null") if text is not None else None
+    except ValueError:
         return None
     return meta if isinstance(meta, dict) else None
 
 
 def adopt(backend, dry_run, found):
     """Give our side-car to every disk that has only the original's; the
-    original's is kept. ``found(volume, problem, action)`` as in reconcile."""
+    original's is kept. A disk whose files fail their checks is left for
+    reconcile to report. ``found(volume, problem, action)`` as in reconcile."""
     for ds in backend.datastores():
-        for _, volume, descriptor in list(backend.volume_files(ds)):
-            if backend.read_metadata(descriptor) is not None:
+        for disk in backend.disks(ds):
+            volume, descriptor = disk.volume, disk.descriptor
+            if disk.problem or backend.read_metadata(descriptor) is not None:
                 continue
             original = original_sidecar(descriptor)
             meta = read_original_metadata(original) if original else None

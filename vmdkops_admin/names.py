@@ -12,6 +12,11 @@ _SNAPSHOT_SUFFIX = re.compile(r"^.*-[0-9]{6}$")
 _RESERVED_SUFFIX = re.compile(r"-(flat|delta|ctk|digest)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 100
+# A file name has at most 255 bytes; a volume's longest is <volume>-flat.vmdk.<pid>.tmp.
+MAX_NAME_BYTES = 200
+# What a disk's descriptor cannot quote: refused in the names of new volumes
+# (volumes made before keep working).
+_UNQUOTABLE = '"'
 # The vmgroup of every VM that is in no other.
 DEFAULT_VMGROUP = "_DEFAULT"
 DEFAULT_VMGROUP_UUID = "11111111-1111-1111-1111-111111111111"
@@ -48,6 +53,12 @@ def validate_volume(volume):
             "Volume names ending with '-NNNNNN' (where N is a digit) are not supported")
     if len(volume) > MAX_NAME:
         raise InvalidArgument(f"Volume name is too long (max len is {MAX_NAME})")
+    try:
+        encoded = volume.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("Volume name is not valid Unicode") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise InvalidArgument(f"Volume name is too long (max len is {MAX_NAME_BYTES} bytes in UTF-8)")
     for char in ("/", "\\"):
         if char in volume:
             raise InvalidArgument(f"Volume name contains illegal characters: {char}")
@@ -58,6 +69,15 @@ def validate_volume(volume):
     if _RESERVED_SUFFIX.search(volume):
         raise InvalidArgument(
             "Volume names ending with '-flat', '-delta', '-ctk' or '-digest' are not supported")
+
+
+def validate_new_volume(volume):
+    """The name of a volume about to be made: what ``validate_volume`` asks,
+    and nothing its disk's descriptor cannot hold."""
+    validate_volume(volume)
+    for char in _UNQUOTABLE:
+        if char in volume:
+            raise InvalidArgument(f"Volume name contains illegal characters: {char}")
 
 
 def validate_datastore_name(name):

@@ -94,6 +94,10 @@ def reconcile(session, backend, dry_run=False, adopt=False, progress=None):
     snapshot.read_disks()
     passes = 2 if session is not None else 1
     snapshot.progress = Progress(passes * sum(len(disks) for disks in snapshot.disks.values()), progress)
+    for ds in snapshot.datastores:
+        for disk in snapshot.disks[ds.url]:
+            if disk.problem:
+                found(f"{disk.volume}@{ds.name}", disk.problem, "reported")
     agreed = set()
     if session is not None:
         agreed = _index(session, snapshot, found, busy)
@@ -145,6 +149,8 @@ def _index(session, snapshot, found, busy):
             full = f"{disk.volume}@{ds.name}"
             row = rows.pop((ds.url, disk.vmgroup_uuid, disk.volume), None)
             holder = snapshot.holders.get(disk.descriptor)
+            if disk.problem:
+                continue  # reported: nothing is done with a disk whose files fail their checks
             if row is not None and row.state == "ready" and row.options and \
                     row.attached_vm_uuid == (holder[0] if holder else None):
                 agreed.add(disk.descriptor)
@@ -239,7 +245,7 @@ def _sidecars(snapshot, found, agreed):
     for ds in snapshot.datastores:
         for disk in snapshot.disks[ds.url]:
             snapshot.progress.advance()
-            if disk.descriptor in agreed:
+            if disk.descriptor in agreed or disk.problem:
                 continue
             meta = snapshot.metadata(disk.descriptor)
             if meta is None:

@@ -6,7 +6,7 @@ import re
 from .errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument
 
 UNITS_MB = {"MB": 1, "GB": 1024, "TB": 1024 * 1024}
-_SIZE = re.compile(r"^(\d+)(MB|GB|TB)$", re.IGNORECASE)
+_SIZE = re.compile(r"^([0-9]+)(MB|GB|TB)$", re.IGNORECASE)
 # Values that clear a limit back to unlimited.
 UNLIMITED_WORDS = ("unset", "0")
 # The auth DB keeps sizes in 32-bit integers (PostgreSQL's INTEGER): about 2 PB.

@@ -19,7 +19,7 @@ from .backends import AttachedElsewhere, Datastore, VirtualMachine
 from .db.models import Volume
 from .errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument, NotFound, VmdkopsError
 from .faults import crashpoint
-from .names import VolumeName, parse
+from .names import VolumeName, parse, validate_new_volume
 from .sizes import human_size, to_mb
 from .steps import step
 
@@ -158,6 +158,7 @@ class Request:
     # -- create and clone ---------------------------------------------------------------
 
     def create(self, opts):
+        validate_new_volume(self.volume)
         opts = validate_opts(opts, self.backend.supports_policies(self.datastore))
         if self.backend.disk_exists(self.descriptor):
             stored = (self.backend.read_metadata(self.descriptor) or {}).get("volOpts", {})
@@ -279,6 +280,7 @@ class Request:
         if meta.get("status") == "attached" or holder:
             name = meta.get("attachedVMName") or (self._vm_name(holder[0]) if holder else None)
             raise VmdkopsError(f"Failed to remove volume {self.volume}, in use by VM = {name}.")
+        self.backend.check_disk(self.descriptor)
         self._set_state("remove:marked", state="removing")
         self.backend.delete_disk(self.descriptor)
         crashpoint("remove:deleted")

@@ -26,11 +26,13 @@ class Datastore:
 @dataclass(frozen=True)
 class Disk:
     """A volume's disk as a datastore listing shows it; ``capacity`` in bytes,
-    None where the listing does not say."""
+    None where the listing does not say; ``problem`` why the disk is not used
+    (its files are not what the backend wrote: nothing is done with it)."""
     vmgroup_uuid: Optional[str]
     volume: str
     descriptor: str
     capacity: Optional[int]
+    problem: Optional[str] = None
 
 
 class AttachedElsewhere(VmdkopsError):
@@ -177,6 +179,11 @@ class Backend(abc.ABC):
     def grow_disk(self, descriptor, size_mb, diskformat):
         """Make a detached disk ``size_mb`` large (``diskformat`` says how the
         new part is allocated); a crash leaves the old size or the new one."""
+
+    def check_disk(self, descriptor):
+        """Raise (a ``VmdkopsError`` naming the volume) when the disk's files are
+        not what the backend made, so that nothing is done with it; nothing
+        to check where the storage layer owns the files (vSphere's)."""
 
     @abc.abstractmethod
     def delete_disk(self, descriptor):

@@ -14,6 +14,7 @@ import threading
 
 from .. import __version__
 from ..paths import layout
+from .server import MAX_CONNECTIONS
 
 DEFAULT_LOG_CONFIG = {
     "info": ["Logging configuration of vmdk-opsd (Python logging dictConfig).",
@@ -59,6 +60,9 @@ def build_parser():
     parser.add_argument("--vsock-port", type=int, metavar="PORT",
                         help="also listen on AF_VSOCK where the platform has it")
     parser.add_argument("--workers", type=int, default=16, help="requests served at once (16)")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                        help=f"connections open at once; past them a new one is told the service "
+                             f"is busy ({MAX_CONNECTIONS})")
     parser.add_argument("--backend", choices=("local", "vsphere"),
                         help="local (default), or vsphere with the settings of $VMDKOPS_HOME/vsphere.json "
                              "(the default when that file exists)")
@@ -203,7 +207,7 @@ def main(argv=None):
     reconcile_at_start(backend, log)
     dispatcher = Dispatcher(backend)
     stop_watch = start_power_watch(backend, dispatcher)
-    server = Server(dispatcher, listeners, workers=args.workers)
+    server = Server(dispatcher, listeners, workers=args.workers, max_connections=args.max_connections)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     write_state(paths, listeners)
