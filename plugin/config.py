@@ -98,7 +98,11 @@ class VfileConfig(Settings):
     LogPath: str = "/var/log/vfile.log"
     MountRoot: str = "/mnt/vfile"
     InternalDriver: str = "vsphere"  # the driver of the base volumes _vF_<name>
-    EtcdEndpoints: str = ""          # host:port,...: an existing cluster; empty: run etcd here
+    EtcdEndpoints: str = ""          # [https://]host:port,...: an existing cluster; empty: run etcd here
+    EtcdCA: str = ""                 # with EtcdEndpoints: the CA, certificate and key that reach it
+    EtcdCert: str = ""
+    EtcdKey: str = ""
+    SwarmCertificates: str = ""      # the node's swarm certificates (default: Docker's data root's)
     EtcdClientPort: int = 2379
     EtcdPeerPort: int = 2380
     MountMethod: str = "cifs"        # cifs | smbnetfs
@@ -119,8 +123,14 @@ class VfileConfig(Settings):
                        VFILE_ETCD_ENDPOINTS="EtcdEndpoints", VFILE_MOUNT_METHOD="MountMethod")
     FLAGS = dict(Settings.FLAGS,
                  InternalDriver=("InternalDriver", "driver of the base volumes (vsphere)"),
-                 etcd_endpoints=("EtcdEndpoints", "host:port,... of an existing etcd cluster "
-                                                  "(default: run etcd on the swarm managers)"),
+                 etcd_endpoints=("EtcdEndpoints", "[https://]host:port,... of an existing etcd cluster, "
+                                                  "over TLS unless http:// is given (default: run etcd "
+                                                  "on the swarm managers)"),
+                 etcd_ca=("EtcdCA", "with etcd_endpoints: the CA that signed the cluster's certificates"),
+                 etcd_cert=("EtcdCert", "with etcd_endpoints: this node's client certificate"),
+                 etcd_key=("EtcdKey", "with etcd_endpoints: the client certificate's key"),
+                 swarm_certificates=("SwarmCertificates", "the node's swarm certificates, which secure etcd "
+                                                          "(default: swarm/certificates in Docker's data root)"),
                  etcd_client_port=("EtcdClientPort", "etcd's client port on the managers (2379)"),
                  etcd_peer_port=("EtcdPeerPort", "etcd's peer port on the managers (2380)"),
                  mount_method=("MountMethod", "how nodes mount a share: cifs (mount -t cifs) or "
@@ -142,6 +152,14 @@ class VfileConfig(Settings):
             raise ConfigError(f"MountMethod must be 'cifs' or 'smbnetfs', not {self.MountMethod!r}")
         if self.ServiceTimeout <= 0:
             raise ConfigError(f"ServiceTimeout must be a positive number of seconds, not {self.ServiceTimeout}")
+        schemes = {e.strip().partition("://")[0] if "://" in e else "https"
+                   for e in self.EtcdEndpoints.split(",") if e.strip()}
+        if not schemes <= {"http", "https"} or len(schemes) > 1:
+            raise ConfigError(f"EtcdEndpoints must all be https://host:port (or host:port), or all "
+                              f"http://host:port, not {self.EtcdEndpoints!r}")
+        if schemes == {"https"} and not (self.EtcdCA and self.EtcdCert and self.EtcdKey):
+            raise ConfigError("EtcdEndpoints over TLS need EtcdCA, EtcdCert and EtcdKey (or give "
+                              "http://host:port to reach the cluster without TLS)")
         if not self.SambaImage:
             from . import __version__
 

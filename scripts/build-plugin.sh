@@ -32,7 +32,7 @@ case "$driver" in
              tools="$tools losetup blkid blockdev mke2fs mkfs.ext2 mkfs.ext3 mkfs.ext4 mkfs.xfs e2fsck
                     resize2fs xfs_growfs" ;;
     vfile) binary=vfile; module=plugin.vfile; mountpoint=/mnt/vfile
-           tools="$tools etcd smbnetfs" ;;
+           tools="$tools etcd smbnetfs unshare" ;;
     *) echo "build-plugin.sh: --driver must be vsphere or vfile, not $driver" >&2; exit 2 ;;
 esac
 
@@ -102,23 +102,30 @@ if [ "$driver" = vsphere ]; then
     mkdir -p "$rootfs"{/run/vmdkops,/run/vmdkops-credential}
     touch "$rootfs/run/vmdkops-credential/vm.credential"
     flags='"--executor_socket", "/run/vmdkops/vmdk-opsd.sock", "--credential_file", "/run/vmdkops-credential/vm.credential"'
-    mounts=$(bind executor "the folder of vmdk-opsd's socket" /var/lib/vmdkops/run /run/vmdkops '["rbind"]'
+    # The disks it is given appear as new device nodes: all of /dev, as it changes.
+    linux='{"capabilities": ["CAP_SYS_ADMIN"], "allowAllDevices": true}'
+    mounts='    {"name": "dev", "source": "/dev", "destination": "/dev", "type": "bind", "options": ["rbind", "shared"]},
+'$(bind executor "the folder of vmdk-opsd's socket" /var/lib/vmdkops/run /run/vmdkops '["rbind"]'
              bind credential "this VM's credential file" /var/lib/vmdkops/local-vm.credential \
                  /run/vmdkops-credential/vm.credential '["bind", "ro"]')
 else
-    mkdir -p "$rootfs/var/lib/vfile"
+    mkdir -p "$rootfs"{/var/lib/vfile,/var/lib/docker-swarm}
+    touch "$rootfs/etc/hosts"  # etcd's own hosts file is mounted over it
     if [ -z "$samba_image" ]; then
         samba_image=$work/vfile-smb.tar
         "$repo/scripts/build-vfile-smb-image.sh" --out "$samba_image" >/dev/null
     fi
     gzip -1 -c "$samba_image" > "$rootfs/usr/lib/vmdkops/vfile-smb.tar.gz"  # docker load takes it
     rm -f "$work/vfile-smb.tar"
-    flags='"--state_dir", "/var/lib/vfile", "--samba_image_tar", "/usr/lib/vmdkops/vfile-smb.tar.gz", "--etcd_binary", "'$(command -v etcd)'"'
-    mounts=$(bind state "etcd's data and the SMB clients' settings" /var/lib/vfile /var/lib/vfile '["rbind"]')
+    flags='"--state_dir", "/var/lib/vfile", "--samba_image_tar", "/usr/lib/vmdkops/vfile-smb.tar.gz", "--etcd_binary", "'$(command -v etcd)'", "--swarm_certificates", "/var/lib/docker-swarm/certificates"'
+    linux='{"capabilities": ["CAP_SYS_ADMIN"], "devices": [{"path": "/dev/fuse"}]}'  # smbnetfs's
+    mounts=$(bind state "etcd's data and the SMB clients' settings" /var/lib/vfile /var/lib/vfile '["rbind"]'
+             bind swarm "the swarm folder of Docker's data root: the node's certificates secure etcd" \
+                 /var/lib/docker/swarm /var/lib/docker-swarm '["rbind", "ro"]')
     settings="$settings
 $(setting VFILE_TIMEOUT_IN_SECOND "seconds a file server may take to start or stop" 45
   setting VFILE_MOUNT_METHOD "how nodes mount a share: cifs or smbnetfs" cifs
-  setting VFILE_ETCD_ENDPOINTS "host:port,... of an existing etcd cluster (empty: etcd runs on the managers)" ""
+  setting VFILE_ETCD_ENDPOINTS "[https://]host:port,... of an existing etcd cluster, over TLS unless http:// is given (empty: etcd runs on the managers)" ""
   setting VFILE_ETCD_CLIENT_PORT "etcd's client port on the managers" 2379
   setting VFILE_ETCD_PEER_PORT "etcd's peer port on the managers" 2380)"
 fi
@@ -132,9 +139,8 @@ cat > "$work/config.json" <<EOF
   "interface": {"types": ["docker.volumedriver/1.0"], "socket": "$driver.sock"},
   "network": {"type": "host"},
   "propagatedMount": "$mountpoint",
-  "linux": {"capabilities": ["CAP_SYS_ADMIN"], "allowAllDevices": true},
+  "linux": $linux,
   "mounts": [
-    {"name": "dev", "source": "/dev", "destination": "/dev", "type": "bind", "options": ["rbind", "shared"]},
 $mounts
 $(bind config "the folder of $binary.conf" /etc/vmdkops /etc/vmdkops '["rbind", "ro"]'
   bind log "the log folder" /var/log /var/log '["rbind"]')

@@ -3,7 +3,8 @@
 # machine's Debian Samba (no registry, no Docker daemon needed): a root
 # filesystem with smbd, smbpasswd, a shell and the libraries they load, and
 # an entry point that serves /vfilepath as the share "vfileshare" to the user
-# $VFILE_USER with the password $VFILE_PASSWORD. It is written as a tarball
+# $VFILE_USER with the password in the file $VFILE_PASSWORD_FILE (a swarm
+# secret), over SMB3 with encryption required. It is written as a tarball
 # in `docker save` form, which the vfile plugin loads into a node's Docker
 # when the image is missing (or: docker load -i TAR).
 #
@@ -57,17 +58,19 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 
 cat > "$root/usr/local/bin/vfile-smb" <<'EOF'
 #!/bin/sh
-# The vfile file server: /vfilepath as the share "vfileshare", for one user.
+# The vfile file server: /vfilepath as the share "vfileshare", for one user,
+# whose password is in a file (a swarm secret), never in the environment.
 set -e
 : "${VFILE_USER:=vfile}"
-: "${VFILE_PASSWORD:?the share needs a password (VFILE_PASSWORD)}"
+: "${VFILE_PASSWORD_FILE:?the share needs the file of its password (VFILE_PASSWORD_FILE)}"
 mkdir -p /run/samba/private /run/samba/lock /run/samba/state /run/samba/cache /run/samba/pid \
     /run/samba/ncalrpc /var/log/samba/cores
 cat > /etc/samba/smb.conf <<CONF
 [global]
     workgroup = MYGROUP
     security = user
-    server min protocol = SMB2
+    server min protocol = SMB3
+    smb encrypt = required
     disable netbios = yes
     smb ports = 445
     load printers = no
@@ -92,7 +95,9 @@ cat > /etc/samba/smb.conf <<CONF
     veto files = /._*/.DS_Store/
 CONF
 echo "root = $VFILE_USER" > /etc/samba/users.map
-printf '%s\n%s\n' "$VFILE_PASSWORD" "$VFILE_PASSWORD" | smbpasswd -c /etc/samba/smb.conf -s -a root > /dev/null
+password=$(cat "$VFILE_PASSWORD_FILE")
+printf '%s\n%s\n' "$password" "$password" | smbpasswd -c /etc/samba/smb.conf -s -a root > /dev/null
+unset password
 exec smbd --foreground --no-process-group --debug-stdout -s /etc/samba/smb.conf
 EOF
 chmod 755 "$root/usr/local/bin/vfile-smb"

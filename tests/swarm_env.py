@@ -9,6 +9,7 @@ on every node from there. Everything is stopped by pid and the namespaces
 removed afterwards."""
 
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import os
@@ -102,6 +103,16 @@ class Node:
         """``argv`` run in this node's network and mount namespaces."""
         return ["nsenter", "-t", str(self.dockerd.pid), "-m", "-n", "--"] + argv
 
+    def etcdctl(self, *args):
+        """etcdctl (API 3) against this manager's etcd member, with the node's
+        swarm certificate as its plugin copied it (a manager's certificate
+        names no address: the server's name is not checked here)."""
+        tls = os.path.join(self.state_dir, "tls")
+        return run(self.inside(["etcdctl", f"--endpoints=https://{self.address}:2379", "--cacert",
+                                f"{tls}/node.ca", "--cert", f"{tls}/node.crt", "--key", f"{tls}/node.key",
+                                "--insecure-skip-tls-verify", *args]),
+                   env=dict(os.environ, ETCDCTL_API="3"), check=False)
+
     # -- its plugins --------------------------------------------------------------------
 
     def start_plugins(self):
@@ -125,6 +136,7 @@ class Node:
                 ("vsphere", [f"executor.source={os.path.dirname(self.swarm.executor.socket)}",
                              f"credential.source={credential}"]),
                 ("vfile", [f"state.source={self.state_dir}", "VFILE_MOUNT_METHOD=smbnetfs",
+                           f"swarm.source={os.path.join(self.dir, 'data', 'swarm')}",
                            f"VFILE_TIMEOUT_IN_SECOND={self.swarm.service_timeout}"])):
             log = os.path.join(self.dir, f"{alias}.log" if alias == "vfile" else "vsphere-storage-for-docker.log")
             start = len(self.read(log))
@@ -144,7 +156,7 @@ class Node:
                 "--docker_socket", self.socket, "--log_path", log, "--log_level", "debug"]
         self.vsphere = self._start(argv, log)
 
-    def start_vfile(self, **settings):
+    def start_vfile(self, ready="Refcounting successfully completed", **settings):
         config = os.path.join(self.dir, "vfile.conf")
         with open(config, "w") as f:
             json.dump(dict({"LogLevel": "debug", "MountMethod": "smbnetfs"}, **settings), f)
@@ -154,7 +166,10 @@ class Node:
                 "--docker_socket", self.socket, "--log_path", log,
                 "--state_dir", self.state_dir, "--samba_image_tar", self.swarm.samba_tar,
                 "--service_timeout", str(self.swarm.service_timeout)]
-        self.vfile = self._start(argv, log, "Refcounting successfully completed", 120)
+        try:
+            self.vfile = self._start(argv, log, ready, 120)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}{self.swarm.etcd_logs()}") from None
 
     def _start(self, argv, log, ready="Refcounting successfully completed", timeout=60):
         start = len(self.read(log))
@@ -307,6 +322,29 @@ class Swarm:
                 started.result()
         self.wait_for_plugins_known()
         return self
+
+    def etcd_logs(self, size=2000):
+        """The end of each node's etcd log and vfile log, for a failure's message."""
+        return "".join(f"\n-- {node.name}: etcd.log:\n"
+                       f"{node.read(os.path.join(node.state_dir, 'etcd.log'))[-size:]}"
+                       f"\n-- {node.name}: vfile.log:\n{node.vfile_log()[-size:]}" for node in self.nodes)
+
+    @contextlib.contextmanager
+    def outsider(self):
+        """A host on the swarm's network that is no node of it (a network
+        namespace on its bridge): what runs there is given as ``inside(argv)``."""
+        name, address = f"{self.prefix}out", f"{SUBNET}.200"
+        run(["ip", "netns", "add", name])
+        try:
+            run(["ip", "link", "add", f"{name}h", "netns", self.hub, "type", "veth", "peer", "name", "eth0",
+                 "netns", name])
+            run(["ip", "-n", self.hub, "link", "set", f"{name}h", "master", "br0", "up"])
+            run(["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0"])
+            run(["ip", "-n", name, "link", "set", "eth0", "up"])
+            run(["ip", "-n", name, "link", "set", "lo", "up"])
+            yield lambda argv: ["ip", "netns", "exec", name] + argv
+        finally:
+            run(["ip", "netns", "del", name], check=False)
 
     def wait_for_plugins_known(self, timeout=90):
         """Until the managers know every node's volume plugins: a node's agent

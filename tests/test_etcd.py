@@ -30,6 +30,18 @@ def free_ports(count):
     return ports
 
 
+def until_ready(client, log):
+    """Once etcd takes a write (its log shown if it never does)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.put("ready", "1")
+            return
+        except EtcdError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """Three members; (client endpoints, processes)."""
@@ -50,15 +62,7 @@ def cluster(tmp_path):
                  "--initial-cluster", initial, "--initial-cluster-state", "new"],
                 stdout=log, stderr=subprocess.STDOUT))
     endpoints = [f"127.0.0.1:{port}" for port in clients]
-    client = Etcd(endpoints)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.put("ready", "1")
-            break
-        except EtcdError:
-            assert time.monotonic() < deadline, (tmp_path / "m0.log").read_text()
-            time.sleep(0.1)
+    until_ready(Etcd(endpoints), tmp_path / "m0.log")
     yield endpoints, processes
     for process in processes:
         stop_process(process)
@@ -252,3 +256,141 @@ def test_a_lost_quorum_is_a_clear_error_within_the_timeout(cluster):
         client.put("x", "1")
     assert time.monotonic() - started < 3 * 2 + 1  # each endpoint's 2 s timeout at most
     assert str(caught.value).startswith("etcd has no quorum (no leader): more than half of its members")
+
+
+def make_certificate(folder, name, san, ca=None):
+    """A key and certificate (signed by ``ca``, a (cert, key) pair, or self-signed)."""
+    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
+    request = ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+               "-subj", f"/CN={name}", "-keyout", str(key)]
+    if ca is None:
+        subprocess.run(request + ["-x509", "-days", "1", "-addext", f"subjectAltName={san}",
+                                  "-addext", "basicConstraints=critical,CA:TRUE", "-out", str(cert)],
+                       check=True, capture_output=True)
+    else:
+        csr = folder / f"{name}.csr"
+        subprocess.run(request + ["-out", str(csr)], check=True, capture_output=True)
+        ext = folder / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert)],
+                       check=True, capture_output=True)
+    return cert, key
+
+
+class Tls:
+    def __init__(self, cert, key, ca, server_name):
+        import ssl
+
+        self.server_name = server_name
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._context.load_verify_locations(str(ca))
+        self._context.load_cert_chain(str(cert), str(key))
+
+    def context(self):
+        return self._context
+
+
+@pytest.mark.parametrize("server_role", ["swarm-manager", "swarm-worker"])
+def test_over_tls_only_a_manager_is_a_server(tmp_path, server_role):
+    """etcd with the swarm's kind of certificates: a client with a member's
+    certificate is answered; one whose server is not a manager (its
+    certificate does not name ``swarm-manager``) does not send it anything."""
+    from plugin.vfile.pki import MANAGER_NAME
+
+    if shutil.which("etcd") is None:
+        missing("etcd (Debian package etcd-server; scripts/test.sh installs it)")
+    ca = make_certificate(tmp_path, "swarm-ca", "DNS:swarm-ca")
+    server = make_certificate(tmp_path, "server", f"DNS:{server_role},DNS:nodeid1", ca)
+    client = make_certificate(tmp_path, "client", "DNS:swarm-worker,DNS:nodeid2", ca)
+    cport, pport = free_ports(2)
+    with open(tmp_path / "etcd.log", "w") as log:
+        process = subprocess.Popen(
+            ["etcd", "--name", "m", "--data-dir", str(tmp_path / "data"),
+             "--listen-client-urls", f"https://127.0.0.1:{cport}", "--advertise-client-urls",
+             f"https://127.0.0.1:{cport}", "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}", "--initial-cluster",
+             f"m=http://127.0.0.1:{pport}", "--cert-file", str(server[0]), "--key-file", str(server[1]),
+             "--trusted-ca-file", str(ca[0]), "--client-cert-auth"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        member = Etcd([f"127.0.0.1:{cport}"], tls=Tls(*client, ca[0], MANAGER_NAME))
+        unchecked = Etcd([f"127.0.0.1:{cport}"], tls=Tls(*client, ca[0], server_role))
+        until_ready(unchecked, tmp_path / "etcd.log")
+        if server_role == MANAGER_NAME:
+            member.put("SVOLS_info_v", "secret")
+            assert member.get("SVOLS_info_v") == "secret"
+        else:
+            with pytest.raises(EtcdError, match="certificate verify failed"):
+                member.put("SVOLS_info_v", "sent to a worker")
+            assert unchecked.get("SVOLS_info_v") is None
+        stranger = make_certificate(tmp_path, "stranger", "DNS:swarm-manager")  # another CA
+        with pytest.raises(EtcdError):
+            Etcd([f"127.0.0.1:{cport}"], tls=Tls(*stranger, ca[0], server_role)).get("SVOLS_info_v")
+    finally:
+        stop_process(process)
+
+
+def hammered(client, key, value, action):
+    """The failures of four threads reading ``key`` while ``action()`` runs."""
+    failures, done = [], threading.Event()
+
+    def hammer():
+        while not done.is_set():
+            try:
+                assert client.get(key) == value
+            except EtcdError as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        action()
+        time.sleep(1)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    return failures
+
+
+def members_by_id(endpoints):
+    return {Etcd([e]).status()["header"]["member_id"]: e for e in endpoints}
+
+
+def test_an_election_fails_no_request(cluster):
+    """The leader's member is removed (a demoted manager's, before it handed
+    its leadership over): the cluster keeps its quorum, elects a leader, and
+    requests wait the election out: none fails."""
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    client.put("SVOLS_stat_v", "Ready")
+    by_id = members_by_id(endpoints)
+    [leader] = {Etcd([e]).status()["leader"] for e in endpoints}
+    other = next(e for member, e in by_id.items() if member != leader)
+
+    def remove_leader():
+        deadline = time.monotonic() + 15
+        while True:  # etcd removes a member once the others have been connected a while
+            try:
+                return Etcd([other]).remove_member(leader)
+            except EtcdError as exc:
+                assert "unhealthy cluster" in str(exc) and time.monotonic() < deadline, exc
+                time.sleep(0.5)
+    assert hammered(client, "SVOLS_stat_v", "Ready", remove_leader) == []
+
+
+def test_a_leadership_handed_over_fails_no_request(cluster):
+    """As a demoted manager's plugin does before it leaves."""
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    client.put("SVOLS_stat_v", "Ready")
+
+    def hand_over():
+        for _ in range(3):
+            by_id = members_by_id(endpoints)
+            [leader] = {Etcd([e]).status()["leader"] for e in endpoints}
+            target = next(member for member in by_id if member != leader)
+            Etcd([by_id[leader]]).move_leader(target)
+            assert Etcd([by_id[target]]).status()["leader"] == target
+    assert hammered(client, "SVOLS_stat_v", "Ready", hand_over) == []

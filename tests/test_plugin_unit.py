@@ -121,13 +121,13 @@ def test_proc_mounts_parsing(tmp_path):
 
 def test_vfile_config(tmp_path):
     path = tmp_path / "vfile.conf"
-    path.write_text(json.dumps({"InternalDriver": "other", "mountmethod": "smbnetfs", "EtcdEndpoints": "a:1"}))
+    path.write_text(json.dumps({"InternalDriver": "other", "mountmethod": "smbnetfs", "EtcdEndpoints": "http://a:1"}))
     flags = configuration.parser(configuration.VfileConfig).parse_args(["--service_timeout", "90"])
     config = configuration.load(str(path), environ={"VFILE_ETCD_CLIENT_PORT": "4001", "VFILE_TIMEOUT_IN_SECOND": "60"},
                                 flags=flags, kind=configuration.VfileConfig)
     assert (config.Driver, config.InternalDriver, config.MountMethod, config.EtcdEndpoints, config.EtcdClientPort,
             config.EtcdPeerPort, config.ServiceTimeout, config.MountRoot, config.LogPath) == (
-        "vfile", "other", "smbnetfs", "a:1", 4001, 2380, 90, "/mnt/vfile", "/var/log/vfile.log")
+        "vfile", "other", "smbnetfs", "http://a:1", 4001, 2380, 90, "/mnt/vfile", "/var/log/vfile.log")
     assert config.socket_path == "/run/docker/plugins/vfile.sock"
     from plugin import __version__
     assert config.SambaImage == f"vmdkops/vfile-smb:{__version__}"
@@ -135,14 +135,18 @@ def test_vfile_config(tmp_path):
     assert (defaults.InternalDriver, defaults.MountMethod, defaults.ServiceTimeout) == ("vsphere", "cifs", 45)
     for bad, message in (({"MountMethod": "nfs"}, "MountMethod must be 'cifs' or 'smbnetfs'"),
                          ({"Driver": "vsphere"}, "Unknown driver or invalid/missing driver options, exiting - vsphere"),
-                         ({"ServiceTimeout": 0}, "ServiceTimeout must be a positive number")):
+                         ({"ServiceTimeout": 0}, "ServiceTimeout must be a positive number"),
+                         ({"EtcdEndpoints": "a:1"}, "EtcdEndpoints over TLS need EtcdCA, EtcdCert and EtcdKey"),
+                         ({"EtcdEndpoints": "https://a:1,http://b:1"}, "EtcdEndpoints must all be https"),
+                         ({"EtcdEndpoints": "ftp://a:1"}, "EtcdEndpoints must all be https")):
         path.write_text(json.dumps(bad))
         with pytest.raises(configuration.ConfigError, match=message):
             configuration.load(str(path), environ={}, kind=configuration.VfileConfig)
 
 
 def test_both_programs_document_every_setting():
-    for program, keys in (("vfile", ["InternalDriver", "EtcdEndpoints", "EtcdClientPort", "EtcdPeerPort",
+    for program, keys in (("vfile", ["InternalDriver", "EtcdEndpoints", "EtcdCA", "EtcdCert", "EtcdKey",
+                                     "SwarmCertificates", "EtcdClientPort", "EtcdPeerPort",
                                      "MountMethod", "ServiceTimeout", "DockerSocket", "LogPath",
                                      "VFILE_TIMEOUT_IN_SECOND", "VFILE_ETCD_CLIENT_PORT", "--etcd_endpoints",
                                      "--mount_method", "--InternalDriver", "/etc/vfile.conf"]),
@@ -209,3 +213,31 @@ def test_a_filesystem_smaller_than_its_device_is_seen(tmp_path, fstype):
         f.truncate(900 << 20)
     assert fs.smaller_than_device(image, fstype)
     assert not fs.smaller_than_device(image, "btrfs")
+
+
+SWARM_KEY = """-----BEGIN PRIVATE KEY-----
+kek-version: 0
+raft-dek: EiC97jvfXasv4GoYN6c/8jVLDV51r/9xIi9OQDi20ykcnw==
+
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQglKfAcmDf3d6ZrxZK
+CWsa6JRuftpEpb4Qm58unKG5drShRANCAATLMAhPVXuiN+hpaWOWzD5G7AsPGiai
+-----END PRIVATE KEY-----
+"""
+
+
+def test_the_swarm_key_is_copied_without_swarmkits_headers():
+    """What OpenSSL needs, and nothing else: the raft data key stays behind."""
+    from plugin.vfile.pki import SwarmLocked, key_without_headers
+
+    stripped = key_without_headers(SWARM_KEY)
+    assert stripped == ("-----BEGIN PRIVATE KEY-----\n"
+                        "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQglKfAcmDf3d6ZrxZK\n"
+                        "CWsa6JRuftpEpb4Qm58unKG5drShRANCAATLMAhPVXuiN+hpaWOWzD5G7AsPGiai\n"
+                        "-----END PRIVATE KEY-----\n")
+    locked = SWARM_KEY.replace("kek-version: 0\n", "Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n"
+                                                    "kek-version: 1\n")
+    for text in (locked, SWARM_KEY.replace("PRIVATE KEY", "ENCRYPTED PRIVATE KEY")):
+        with pytest.raises(SwarmLocked, match="This swarm is locked .autolock."):
+            key_without_headers(text)
+    with pytest.raises(ValueError):
+        key_without_headers("not a key")

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from swarm_env import run, wait
+from swarm_env import wait
 
 
 def unique(prefix="vfile"):
@@ -34,9 +34,9 @@ def volumes(node, driver="vfile"):
 
 def etcd_keys(swarm, volume):
     """The etcd keys that name a volume, read on the manager."""
-    manager = swarm.nodes[0]
-    out = run(manager.inside(["etcdctl", "--endpoints=127.0.0.1:2379", "get", "--prefix", "--keys-only",
-                              "SVOLS_"]), env=dict(os.environ, ETCDCTL_API="3")).stdout.split()
+    answer = swarm.nodes[0].etcdctl("get", "--prefix", "--keys-only", "SVOLS_")
+    assert answer.returncode == 0, answer.stderr
+    out = answer.stdout.split()
     return [key for key in out if key.rpartition("_")[2] == volume or key.startswith(f"SVOLS_client_{volume}_")
             or key.startswith((f"SVOLS_gref_{volume}-lock/", f"SVOLS_stat_{volume}-lock/"))]
 
@@ -320,7 +320,7 @@ def test_until_etcd_answers_the_driver_says_so(swarm, tmp_path):
     argv = node.inside([os.sys.executable, "-m", "plugin.vfile", "--config", os.path.join(node.dir, "none.conf"),
                         "--driver", "vfile", "--socket_dir", str(tmp_path), "--mount_root", str(tmp_path / "mnt"),
                         "--docker_socket", node.socket, "--log_path", log, "--state_dir", str(tmp_path / "state"),
-                        "--etcd_endpoints", "127.0.0.1:9"])
+                        "--etcd_endpoints", "http://127.0.0.1:9"])
     import subprocess
 
     from executor import REPO, stop_process
@@ -335,3 +335,143 @@ def test_until_etcd_answers_the_driver_says_so(swarm, tmp_path):
                     and "etcd" in node.read(log), 30)
     finally:
         stop_process(process)
+
+
+# A client of etcd from anywhere: what the managers' client and peer ports
+# answer to a range over every shared volume's keys (their passwords included).
+PROBE = r'''
+import http.client, json, socket, ssl, sys
+host, cert = sys.argv[1], sys.argv[2:]
+body = json.dumps({"key": "U1ZPTFNf", "range_end": "U1ZPTFNg"}).encode()  # SVOLS_ .. SVOLS`
+request = (b"POST /v3/kv/range HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+for port in (2379, 2380):
+    try:
+        plain = socket.create_connection((host, port), timeout=5)
+        plain.sendall(request)
+        print(port, "plain", repr(plain.recv(65536)[:300]))
+    except OSError as exc:
+        print(port, "plain refused", type(exc).__name__)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(*cert)
+    try:
+        secure = context.wrap_socket(socket.create_connection((host, port), timeout=5))
+        secure.sendall(request)
+        answer = b""
+        while b"}" not in answer[-3:]:
+            chunk = secure.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        print(port, "tls", "kvs" if b'"kvs"' in answer else "", repr(answer[:60]))
+    except OSError as exc:
+        print(port, "tls refused", type(exc).__name__)
+'''
+
+
+def test_etcd_takes_only_members_of_the_swarm(swarm, tmp_path):
+    """A host on the swarm's network that is no member of it reads and
+    writes nothing in etcd: plain HTTP, TLS without a certificate, and TLS
+    with a certificate of another CA are refused on the client and the peer
+    port. The node's own certificate, from the same host, is answered."""
+    import subprocess
+
+    volume = f"tls{uuid.uuid4().hex[:6]}"
+    manager = swarm.nodes[0]
+    manager.docker("volume", "create", "-d", "vfile", volume)
+    try:
+        key, cert = tmp_path / "other.key", tmp_path / "other.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "1", "-subj", "/O=another/OU=swarm-manager/CN=intruder",
+                        "-addext", "subjectAltName=DNS:swarm-manager", "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        tls = os.path.join(manager.state_dir, "tls")
+        with swarm.outsider() as inside:
+            def probe(*certificate):
+                return subprocess.run(inside([os.sys.executable, "-c", PROBE, manager.address, *certificate]),
+                                      capture_output=True, text=True, timeout=60).stdout
+            for answer in (probe(), probe(str(cert), str(key))):
+                assert answer.count("\n") == 4, answer
+                assert volume not in answer and "kvs" not in answer and "revision" not in answer, answer
+                assert "2379 tls refused" in answer or "2379 tls  b''" in answer, answer
+            member = probe(os.path.join(tls, "node.crt"), os.path.join(tls, "node.key"))
+            assert "2379 tls kvs b'HTTP/1.1 200 OK" in member, member
+    finally:
+        manager.docker("volume", "rm", volume, check=False)
+
+
+# An SMB client of our own on a node: smbnetfs with the share's credentials
+# bound to the server, and the client settings given; the text it reads.
+SMB_CLIENT = r'''
+set -e
+home=$(mktemp -d); mkdir -m 700 "$home/.smb" "$home/tree"
+printf 'auth "%s/vfileshare" "%s" "%s"\n' "$1" "$3" "$4" > "$home/.smb/smbnetfs.conf"
+printf '[global]\n    client min protocol = SMB2\n    client max protocol = %s\n' "$5" > "$home/.smb/smb.conf"
+chmod 600 "$home/.smb/"*
+HOME=$home smbnetfs "$home/tree" -f & pid=$!
+sleep 1
+timeout 20 cat "$home/tree/$1:$2/vfileshare/secret.txt" || echo "refused"
+umount -l "$home/tree"; kill $pid; rm -rf "$home"
+'''
+
+
+def test_the_share_password_is_a_swarm_secret_and_the_share_is_encrypted(swarm, cleanup):
+    """The password reaches the file server as a swarm secret (removed with
+    it), never in a service's or container's settings; the server takes
+    only encrypted SMB3 sessions; a node's plugin files are root's alone."""
+    import subprocess
+
+    manager, node = swarm.nodes[0], swarm.nodes[1]
+    volume = unique()
+    cleanup["volumes"].append(volume)
+    node.docker("volume", "create", "-d", "vfile", volume)
+    container = start(node, volume, "echo shh > /data/secret.txt; sleep 600")
+    cleanup["containers"].append((node, container))
+    info = json.loads(manager.etcdctl("get", "--print-value-only", f"SVOLS_info_{volume}").stdout)
+    password = info["password"]
+    service = json.loads(manager.docker("service", "inspect", f"vFileServer{volume}").stdout)[0]
+    assert password not in json.dumps(service)
+    spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert [(s["File"]["Name"], s["File"]["Mode"]) for s in spec["Secrets"]] == [("vfile-password", 0o400)]
+    assert not any(e.startswith("VFILE_PASSWORD=") for e in spec["Env"])
+    [server] = [n for n in swarm.nodes if n.address == info["address"]]
+    [task] = server.docker("ps", "-q", "-f", f"label=com.docker.swarm.service.name=vFileServer{volume}").stdout.split()
+    assert password not in server.docker("inspect", task).stdout
+    assert server.docker("exec", task, "cat", "/run/secrets/vfile-password").stdout == password
+    # SMB2 has no encryption: such a client is refused, an SMB3 one reads.
+    for protocol, expected in (("SMB2_10", "refused"), ("SMB3", "shh")):
+        read = subprocess.run(node.inside(["sh", "-c", SMB_CLIENT, "client", info["address"], str(info["port"]),
+                                           info["username"], password, protocol]),
+                              capture_output=True, text=True, timeout=60).stdout
+        assert read.strip() == expected, (protocol, read)
+    served = server.docker("exec", task, "cat", "/etc/samba/smb.conf").stdout
+    assert "server min protocol = SMB3" in served and "smb encrypt = required" in served
+    for each in swarm.nodes:
+        assert oct(os.stat(each.state_dir).st_mode & 0o777) == "0o700"
+    smbnetfs = open(os.path.join(node.state_dir, "smbnetfs", volume, ".smb", "smbnetfs.conf")).read()
+    assert smbnetfs.startswith('auth "127.0.0.1/vfileshare" ')  # the node's relay to this server, only
+    node.docker("rm", "-f", container)
+    assert wait(lambda: f"vFileServer{volume}" not in file_servers(swarm), 60, 0.5)
+    assert wait(lambda: manager.docker("secret", "ls", "-q", "-f",
+                                       f"label=vmdkops.vfile.volume={volume}").stdout == "", 30, 0.5)
+
+
+def test_a_mount_of_a_volume_that_is_gone_says_so(swarm):
+    """Removed on another node a moment before: Mount answers as Get does."""
+    node = swarm.nodes[1]
+    gone = unique()
+    answer = plugin_call(node, "Mount", {"Name": gone, "ID": "m1"})
+    assert answer["Err"] == "No such volume", answer
+    assert plugin_call(node, "Get", {"Name": gone})["Err"] == "No such volume"
+
+
+def test_creating_a_volume_that_exists_keeps_its_options(swarm, cleanup):
+    """As the README says: Docker finds the volume and does not ask the driver."""
+    manager, node = swarm.nodes[0], swarm.nodes[2]
+    volume = unique()
+    cleanup["volumes"].append(volume)
+    manager.docker("volume", "create", "-d", "vfile", "-o", "size=20mb", volume)
+    assert node.docker("volume", "create", "-d", "vfile", "-o", "size=50mb", volume).returncode == 0
+    assert status(node, volume)["Options"] == {"size": "20mb"}

@@ -5,6 +5,7 @@ of three managers and a worker (node4), each test leaving it as it found it."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ import uuid
 
 import pytest
 
-from swarm_env import run, start_swarm, stop_swarm, wait
+from swarm_env import start_swarm, stop_swarm, wait
 from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
 
 LEASE_TTL, HELPER_INTERVAL = 10, 15
@@ -42,6 +43,17 @@ def made(swarm4):
              or volume not in volumes(manager), 60, 0.5)
 
 
+def counter(node, container, path="/data/a"):
+    """The number a writer keeps rewriting in ``path``: a read that meets the
+    rewrite (truncated, not yet written) is made again."""
+    for _ in range(20):
+        text = node.docker("exec", container, "cat", path).stdout.strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.1)
+    raise AssertionError(f"{path} holds no number: {text!r}")
+
+
 def unique():
     return f"vfr{uuid.uuid4().hex[:8]}"
 
@@ -51,8 +63,7 @@ def node_id(node):
 
 
 def etcd_members(node):
-    out = run(node.inside(["etcdctl", "--endpoints=127.0.0.1:2379", "member", "list", "-w", "json"]),
-              env=dict(os.environ, ETCDCTL_API="3"), check=False).stdout
+    out = node.etcdctl("member", "list", "-w", "json").stdout
     return sorted(m.get("name", "") for m in json.loads(out).get("members", [])) if out.strip() else []
 
 
@@ -96,9 +107,9 @@ def test_a_plugin_restart_keeps_the_mounts_and_the_counts(swarm4, made):
     node.start_vfile()
     manager.start_vfile()
     assert f"Volume name={volume} count=2 mounted=true" in node.vfile_log()
-    before = int(node.docker("exec", second, "cat", "/data/a").stdout)
+    before = counter(node, second)
     time.sleep(1)
-    assert int(node.docker("exec", second, "cat", "/data/a").stdout) > before
+    assert counter(node, second) > before
     assert status(manager, volume)["Global Refcount"] == 1
     assert etcd_members(manager) == members
     node.docker("rm", "-f", first)
@@ -223,8 +234,7 @@ def change_roles(swarm, promoted, demoted):
     expected = sorted(node_id(n) for n in swarm.nodes if n is not demoted and (
         n is promoted or n.docker("info", "-f", "{{.Swarm.ControlAvailable}}").stdout.strip() == "true"))
     assert wait(lambda: managers(swarm) == expected and etcd_members(manager) == expected,
-                HELPER_INTERVAL + 30, 1), (managers(swarm), etcd_members(manager), expected,
-                                           promoted.vfile_log()[-4000:])
+                HELPER_INTERVAL + 30, 1), (managers(swarm), etcd_members(manager), expected, swarm.etcd_logs())
 
 
 def test_role_changes(swarm4, made):
@@ -298,3 +308,51 @@ def test_a_manager_down_and_a_lost_quorum(swarm4, made):
     finally:
         if third.dockerd.poll() is not None:
             third.revive()
+
+
+def kill_etcd(node):
+    with open(os.path.join(node.state_dir, "etcd.pid")) as f:
+        pid = int(f.read())
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"etcd" in f.read()
+    os.kill(pid, signal.SIGKILL)
+
+
+def restart_plugin(node, ready="Refcounting successfully completed"):
+    node.vfile.send_signal(signal.SIGKILL)
+    node.vfile.wait()
+    if ready == "Refcounting successfully completed":
+        node.start_vfile()
+    else:
+        node.start_vfile(ready=ready)
+
+
+def test_one_etcd_cluster_ever(swarm4, made):
+    """The leader's plugin lost its etcd data while no other manager's etcd
+    answered (their ports closed): it starts no cluster of its own beside
+    the existing one, says why, and joins it once its members answer."""
+    leader, second, third, worker = swarm4.nodes
+    kept = unique()
+    made["volumes"].append(kept)
+    worker.docker("volume", "create", "-d", "vfile", kept)
+    cluster_id = json.loads(second.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]["header"][
+        "cluster_id"]
+    leader.vfile.send_signal(signal.SIGKILL)
+    leader.vfile.wait()
+    for node in (leader, second, third):
+        kill_etcd(node)
+    shutil.rmtree(os.path.join(leader.state_dir, "etcd-data"))
+    restart_plugin(leader, ready="This swarm's etcd cluster exists")
+    time.sleep(3)
+    assert not os.path.exists(os.path.join(leader.state_dir, "etcd-data", "member"))
+    for node in (second, third):  # their members come back with their data (and the quorum with both)
+        restart_plugin(node, ready="Rejoining the etcd cluster with the data")
+    for node in (leader, second, third):
+        assert wait(lambda: "Refcounting successfully completed" in node.vfile_log().rpartition(
+            "Starting plugin driver=vfile")[2], 90, 0.5), swarm4.etcd_logs()
+    for node in (leader, second, third):
+        status_ = json.loads(node.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
+        assert status_["header"]["cluster_id"] == cluster_id
+    assert etcd_members(second) == sorted(node_id(n) for n in (leader, second, third))
+    for node in swarm4.nodes:
+        assert kept in volumes(node)

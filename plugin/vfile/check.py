@@ -11,7 +11,8 @@ import sys
 from ..docker_api import DockerError, DockerUnavailable
 from . import etcd as kv
 from .etcd import EtcdError
-from .fileserver import BASE_PREFIX
+from .fileserver import BASE_PREFIX, VOLUME_LABEL
+from .pki import NoCertificates, SwarmLocked
 from .state import INFO, MOUNTED, STAT, STOP, USER, keys
 
 
@@ -23,6 +24,10 @@ def findings(driver):
     bases = {v["Name"][len(BASE_PREFIX):].split("@")[0]
              for v in driver.docker.get("/volumes").get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
     found = []
+    for name in sorted(servers.volumes_with_secrets() - served):
+        found.append((name, "a password secret is left of a file server that is gone",
+                      f"remove it (--repair): docker secret rm $(docker secret ls -q -f "
+                      f"label={VOLUME_LABEL}={name})", lambda name=name: servers.remove_secrets(name)))
     for name in sorted(served - set(states)):
         found.append((name, "a file server runs for a volume that is gone",
                       f"stop it: docker service rm vFileServer{name}",
@@ -52,8 +57,9 @@ def findings(driver):
 
 def run(driver, repair):
     try:
+        driver.cluster.secure()
         found = findings(driver)
-    except (EtcdError, DockerError, DockerUnavailable) as exc:
+    except (EtcdError, DockerError, DockerUnavailable, SwarmLocked, NoCertificates) as exc:
         print(f"vfile: cannot check: {exc}", file=sys.stderr)
         return 2
     if not found:

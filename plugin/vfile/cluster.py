@@ -1,23 +1,38 @@
 """This node in the swarm, and the etcd cluster the vfile plugins keep their
 state in (spec plugin §4.2). With ``EtcdEndpoints`` set, that existing
-cluster is used as it is. Otherwise etcd runs on the swarm managers, started
-by their plugins from Debian's ``etcd``: the leader's plugin starts a
-one-member cluster when no other manager runs etcd, other managers join it
-(a stale member of the same peer address is replaced), a restarted manager
-rejoins with its data, and workers are clients of the managers."""
+cluster is used as it is (over TLS unless the operator gives ``http://``).
+Otherwise etcd runs on the swarm managers, started by their plugins from
+Debian's ``etcd``: the leader's plugin starts a one-member cluster when no
+other manager runs etcd, other managers join it (a stale member of the same
+node or address is replaced), a restarted manager rejoins with its data, and
+workers are clients of the managers.
 
+That etcd speaks only mutual TLS with the swarm's own certificates
+(``pki``): its clients must be nodes of this swarm, its peers managers. A
+manager's certificate names its node id, not its address, so a member's
+peer URL is ``https://<node id>:<port>``, and etcd runs in a mount namespace
+of its own whose ``/etc/hosts`` says where each node is (``etcd-hosts``
+in the state directory, kept by the managers' plugins)."""
+
+import base64
+import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 
+from ..docker_api import DockerError, filters
 from . import pids
 from .etcd import Etcd, EtcdError
+from .pki import MANAGER_NAME, ExternalTls, NodeIdentity, SwarmTls
 
 log = logging.getLogger("vmdkops.plugin")
 CLUSTER_TOKEN = "vfile-etcd-cluster"
+CLUSTER_RECORD = "vfile-etcd-cluster"  # the swarm config that says the cluster exists
+MANAGER_CERTIFICATE_WAIT = 30.0  # seconds swarm may take to give a promoted node its certificate
 INFO_TTL = 5.0
 
 
@@ -32,6 +47,14 @@ class Cluster:
         self.process = None
         self._info, self._info_time = None, 0.0
         self.data_dir = os.path.join(config.StateDir, "etcd-data")
+        self.hosts_file = os.path.join(config.StateDir, "etcd-hosts")
+        self._named = set()
+        self._warned = False
+        self.identity = None
+        if config.EtcdEndpoints:
+            self.tls = None if config.EtcdEndpoints.strip().startswith("http://") else ExternalTls(config)
+        else:
+            self.tls = SwarmTls(lambda: self.identity)
 
     # -- the swarm -----------------------------------------------------------------------
 
@@ -59,7 +82,8 @@ class Cluster:
     def endpoints(self):
         """Where etcd answers: the configured cluster, else the managers' client ports."""
         if self.config.EtcdEndpoints:
-            return [e.strip() for e in self.config.EtcdEndpoints.split(",") if e.strip()]
+            return [e.strip().partition("://")[2] or e.strip()
+                    for e in self.config.EtcdEndpoints.split(",") if e.strip()]
         port = self.config.EtcdClientPort
         swarm = self.swarm()
         managers = [m["Addr"].rpartition(":")[0] for m in swarm.get("RemoteManagers") or []]
@@ -68,12 +92,30 @@ class Cluster:
         return [f"{address}:{port}" for address in managers]
 
     def etcd(self):
-        return Etcd(self.endpoints)
+        return Etcd(self.endpoints, tls=self.tls)
+
+    # -- this node's certificate -------------------------------------------------------------
+
+    def secure(self):
+        """Take this node's swarm certificate for etcd (``SwarmLocked`` on a
+        locked swarm); follow the swarm's rotation of it afterwards."""
+        if self.config.EtcdEndpoints:
+            if self.tls is None and not self._warned:
+                log.warning("etcd at %s is reached over plain http: anyone who can reach it can read "
+                            "and change the shared volumes' state and passwords", self.config.EtcdEndpoints)
+                self._warned = True
+            return
+        if self.identity is None:
+            source = self.config.SwarmCertificates or os.path.join(
+                self.docker.get("/info")["DockerRootDir"], "swarm", "certificates")
+            self.identity = NodeIdentity(source, os.path.join(self.config.StateDir, "tls"))
+        self.identity.refresh()
 
     # -- running etcd on a manager --------------------------------------------------------
 
     def start(self):
         """Make sure etcd is reachable; start or join it on a manager."""
+        self.secure()
         if self.config.EtcdEndpoints:
             self.etcd().members()
             return
@@ -84,25 +126,91 @@ class Cluster:
             self.etcd().members()
 
     def _peer_url(self):
-        return f"http://{self.address}:{self.config.EtcdPeerPort}"
+        return f"https://{self.node_id}:{self.config.EtcdPeerPort}"
+
+    def _client_url(self):
+        return f"https://{self.address}:{self.config.EtcdClientPort}"
 
     def _local(self):
-        return Etcd([f"{self.address}:{self.config.EtcdClientPort}"])
+        """This node's own member (whose certificate is a worker's once the node
+        is demoted: its node id is the name checked)."""
+        tls = self.tls if self.tls is None or self.config.EtcdEndpoints else SwarmTls(
+            lambda: self.identity, server_name=self.node_id)
+        return Etcd([f"{self.address}:{self.config.EtcdClientPort}"], tls=tls)
+
+    def name_members(self, etcd):
+        """(Often, on a manager.) A member that ``etcd-hosts`` does not name
+        yet (a manager promoted a moment ago, added but not started) is named
+        at once: this node's etcd can then reach it as it joins."""
+        if self.process is None and not os.path.exists(self.hosts_file):
+            return
+        names = {urllib.parse.urlsplit(url).hostname for m in etcd.members() for url in m.get("peerURLs") or []}
+        if not names <= self._named:
+            self.write_hosts()
+
+    def write_hosts(self, nodes=None):
+        """``etcd-hosts``: where each node of the swarm is, by node id (its
+        certificate's name), as etcd's own ``/etc/hosts``. Every node, not
+        only the managers: a demoted manager's member stays until it has
+        left, and a promoted worker's joins before anyone asked again.
+        Written in place (it is bind mounted), only when it changed."""
+        nodes = self.docker.get("/nodes") if nodes is None else nodes
+        addresses = {self.node_id: self.address}
+        for node in nodes:
+            address = ((node.get("ManagerStatus") or {}).get("Addr") or "").rpartition(":")[0] \
+                or (node.get("Status") or {}).get("Addr")
+            if address and address != "0.0.0.0":
+                addresses.setdefault(node["ID"], address)
+        lines = ["127.0.0.1 localhost"] + sorted(f"{address} {node}" for node, address in addresses.items())
+        text = "\n".join(lines) + "\n"
+        self._named = {line.split()[1] for line in lines}
+        try:
+            with open(self.hosts_file) as f:
+                if f.read() == text:
+                    return
+        except FileNotFoundError:
+            pass
+        with open(self.hosts_file, "w") as f:
+            f.write(text)
+
+    def runs_member(self):
+        """Whether this node runs an etcd member, or keeps the data of one."""
+        return (pids.running(os.path.join(self.config.StateDir, "etcd.pid"), self.config.EtcdBinary) is not None
+                or os.path.isdir(os.path.join(self.data_dir, "member")))
+
+    def _manager_certificate(self, wait=MANAGER_CERTIFICATE_WAIT):
+        """Wait until the swarm has given this node a manager's certificate:
+        its peers take no other."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.identity.refresh()
+            if self.identity.is_manager():
+                return
+            if time.monotonic() > deadline:
+                raise NotReady("This node is a swarm manager, but the swarm has not given it a manager's "
+                               "certificate yet: its etcd member waits for it")
+            time.sleep(1)
 
     def start_member(self):
         local = self._local()
         if self._answers(local):  # still running from before a plugin restart
             log.info("etcd member of this node is running")
             return
+        self._manager_certificate()
+        if pids.running(os.path.join(self.config.StateDir, "etcd.pid"), self.config.EtcdBinary) is not None:
+            log.info("The etcd member of this node runs, but does not answer yet")
+            self._wait(local)
+            return
         if os.path.isdir(os.path.join(self.data_dir, "member")):
             log.info("Rejoining the etcd cluster with the data in %s", self.data_dir)
             self._run([])
         else:
             nodes = self.docker.get("/nodes") or []
+            self.write_hosts(nodes)
             running = self._running_members(nodes)
             leader = next((n for n in nodes if (n.get("ManagerStatus") or {}).get("Leader")), None)
             if running:
-                self._join(Etcd(running))
+                self._join(Etcd(running, tls=self.tls))
             elif leader is None:
                 raise NotReady("The swarm does not have a leader. It's possible that too few managers are "
                                "online. Make sure more than half of the managers are online.")
@@ -110,14 +218,39 @@ class Cluster:
                 raise NotReady("No etcd member runs on the swarm managers yet; the swarm leader's "
                                "plugin starts the first")
             else:
-                # Only when no other manager runs etcd: a node promoted while the
-                # leader is demoted can be the swarm's new leader, and a second
-                # cluster would split the state.
+                # Only when no other manager runs etcd, and never twice: a node
+                # promoted while the leader is demoted can be the swarm's new
+                # leader, a leader can lose its data while the other members are
+                # out of reach, and a second cluster would split the state.
+                self._record_cluster()
                 log.info("Starting a new etcd cluster on the swarm leader")
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self._run(["--initial-cluster-token", CLUSTER_TOKEN, "--initial-cluster",
                            f"{self.node_id}={self._peer_url()}", "--initial-cluster-state", "new"])
         self._wait(local)
+
+    def _record_cluster(self):
+        """Record in the swarm's own replicated store (a swarm config) that this
+        swarm's etcd cluster exists, before it is started; ``NotReady`` when
+        one was recorded already: its members are only to be joined."""
+        found = self.docker.get(f"/configs?filters={filters(name=[CLUSTER_RECORD])}") or []
+        recorded = next((c for c in found if c["Spec"]["Name"] == CLUSTER_RECORD), None)
+        if recorded is None:
+            data = json.dumps({"node": self.node_id, "address": self.address, "since": time.time()})
+            try:
+                self.docker.post("/configs/create", {
+                    "Name": CLUSTER_RECORD, "Labels": {"vmdkops.vfile": "etcd"},
+                    "Data": base64.b64encode(data.encode()).decode()})
+                return
+            except DockerError as exc:
+                if exc.status != 409:  # another leader recorded it a moment ago
+                    raise
+            recorded = {"CreatedAt": "now", "Spec": {}}
+        raise NotReady(f"This swarm's etcd cluster exists (recorded in the swarm config {CLUSTER_RECORD} "
+                       f"at {recorded.get('CreatedAt')}), but no member of it answers on the managers: "
+                       "waiting for one to join it (a new cluster would split the volumes' state). If every "
+                       f"member's data is truly gone, 'docker config rm {CLUSTER_RECORD}' lets this node "
+                       "start a new, empty one.")
 
     def _running_members(self, nodes):
         """The client endpoints of the other managers whose etcd takes a connection."""
@@ -136,9 +269,10 @@ class Cluster:
         return found
 
     def _join(self, cluster):
-        peer = self._peer_url()
+        peer, client = self._peer_url(), self._client_url()
         members = cluster.members()
-        mine = next((m for m in members if (m.get("peerURLs") or [""])[0] == peer), None)
+        mine = next((m for m in members if (m.get("peerURLs") or [""])[0] == peer
+                     or client in (m.get("clientURLs") or [])), None)
         if mine is not None and mine.get("name"):
             log.info("Replacing the stale etcd member %s of %s", mine["name"], peer)
             cluster.remove_member(mine["ID"])
@@ -155,15 +289,27 @@ class Cluster:
 
     def _run(self, extra):
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        if not os.path.exists(self.hosts_file):
+            self.write_hosts()
         address, cport, pport = self.address, self.config.EtcdClientPort, self.config.EtcdPeerPort
+        tls = self.identity
         argv = [self.config.EtcdBinary, "--name", self.node_id, "--data-dir", self.data_dir,
-                "--advertise-client-urls", f"http://{address}:{cport}",
-                "--initial-advertise-peer-urls", f"http://{address}:{pport}",
-                "--listen-client-urls", f"http://{address}:{cport},http://127.0.0.1:{cport}",
-                "--listen-peer-urls", f"http://{address}:{pport}"] + extra
+                "--advertise-client-urls", self._client_url(),
+                "--initial-advertise-peer-urls", self._peer_url(),
+                "--listen-client-urls", f"https://{address}:{cport},https://127.0.0.1:{cport}",
+                "--listen-peer-urls", f"https://{address}:{pport}",
+                "--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca,
+                "--client-cert-auth",
+                "--peer-cert-file", tls.cert, "--peer-key-file", tls.key, "--peer-trusted-ca-file", tls.ca,
+                "--peer-client-cert-auth", "--peer-cert-allowed-hostname", MANAGER_NAME,
+                # A peer's certificate names no address; that it is a manager's is checked.
+                "--experimental-peer-skip-client-san-verification"] + extra
+        # etcd's own /etc/hosts (bind mounted in a mount namespace of its own) names the managers.
+        wrapped = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount --bind "$0" /etc/hosts && exec "$@"', self.hosts_file] + argv
         with open(os.path.join(self.config.StateDir, "etcd.log"), "a") as out:
             # Its own session: a restart of the plugin leaves the member running.
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         pids.write(os.path.join(self.config.StateDir, "etcd.pid"), self.process.pid)
 
@@ -186,12 +332,22 @@ class Cluster:
             return False
 
     def leave(self):
-        """Leave the etcd cluster (a demoted manager): remove this node's member,
-        stop it, and remove its data."""
+        """Leave the etcd cluster (a demoted manager): hand the leadership over
+        if this member has it (an election while requests run fails them),
+        remove this node's member, stop it, and remove its data."""
         peer = self._peer_url()
         etcd = self.etcd()
-        mine = next((m for m in etcd.members() if peer in (m.get("peerURLs") or [])), None)
+        members = etcd.members()
+        mine = next((m for m in members if peer in (m.get("peerURLs") or [])), None)
         if mine is not None:
+            others = [m for m in members if m["ID"] != mine["ID"] and m.get("name")]
+            local = self._local()
+            try:
+                if others and local.status().get("leader") == mine["ID"]:
+                    log.info("Handing etcd's leadership to %s before leaving", others[0]["name"])
+                    local.move_leader(others[0]["ID"])
+            except EtcdError as exc:
+                log.warning("Could not hand etcd's leadership over: %s", exc)
             log.info("Remove self from ETCD member due to demotion. ")
             etcd.remove_member(mine["ID"])
         self.stop()

@@ -24,6 +24,7 @@ from . import etcd as kv
 from .cluster import Cluster, NotReady
 from .etcd import EtcdError
 from .lease import Lease
+from .pki import NoCertificates, SwarmLocked
 from .fileserver import FileServers, base_volume
 from .managers import Managers
 from .relay import Relays
@@ -51,6 +52,7 @@ class VfileDriver(RefcountedDriver):
         self.store = State(self.etcd, config.ServiceTimeout)
         self.managers = Managers(self)
         self.initialized = threading.Event()
+        self.refused = None  # why the plugin cannot serve at all (a locked swarm)
         self.stopping = threading.Event()
         self.lease = Lease(self.etcd, LEASE_TTL, self._register_all)
 
@@ -63,6 +65,10 @@ class VfileDriver(RefcountedDriver):
     def start(self):
         """Connect to (or start) etcd, then take the node's lease, watch the
         triggers on a manager, and rebuild the mount counts."""
+        # What leads to a share or a password (etcd's data, the node's key,
+        # the SMB clients' settings) is root's alone.
+        os.makedirs(self.config.StateDir, mode=0o700, exist_ok=True)
+        os.chmod(self.config.StateDir, 0o700)
         threading.Thread(target=self._prepare_node, name="image", daemon=True).start()
         delay = 0.5
         while not self.stopping.is_set():
@@ -70,7 +76,11 @@ class VfileDriver(RefcountedDriver):
                 self.cluster.start()
                 self.lease.grant()
                 break
-            except (EtcdError, NotReady, DockerError, DockerUnavailable, OSError) as exc:
+            except SwarmLocked as exc:
+                log.error("%s", exc)
+                self.refused = str(exc)
+                return
+            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, OSError) as exc:
                 log.warning("Failed to create new KV store. Retry: %s", exc)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5)
@@ -112,7 +122,7 @@ class VfileDriver(RefcountedDriver):
 
     def _initialized(self):
         if not self.initialized.is_set():
-            raise DriverError(NOT_INITIALIZED)
+            raise DriverError(self.refused or NOT_INITIALIZED)
 
     # -- Create and Remove ----------------------------------------------------------------
 
@@ -249,7 +259,7 @@ class VfileDriver(RefcountedDriver):
         try:
             if not self.etcd.range(clients(name), prefix=True):
                 self.store.increment(STOP + name)
-        except EtcdError as exc:
+        except (EtcdError, DriverError) as exc:  # a volume that is gone has no trigger: no server
             log.warning("Could not ask for the file server of %s to stop: %s", name, exc)
 
     def unmount_volume(self, name):
@@ -292,7 +302,8 @@ class VfileDriver(RefcountedDriver):
         status = {"Volume Status": stat[0].value, "Global Refcount": len(users),
                   "File server Port": details.get("port") or 0,
                   "Service name": details.get("serviceName") or "",
-                  "Clients": sorted(c.value for c in users) or None}
+                  "Clients": sorted(c.value for c in users) or None,
+                  "Options": details.get("opts") or {}}
         return {"Name": name, "Mountpoint": self.path(name), "Status": status}
 
     def list(self):
@@ -356,16 +367,21 @@ class VfileDriver(RefcountedDriver):
     # -- the helper loop: roles, dead nodes, orphans ------------------------------------------------
 
     def _helper(self):
-        """Every HELPER_INTERVAL seconds: follow this node's swarm role (a
-        promoted node joins the etcd cluster, a demoted one leaves it) and, on
-        a manager, stop the file servers nobody uses any more (their last
-        client was a node that died) or whose volume is gone."""
+        """Every HELPER_INTERVAL seconds: follow the swarm's rotation of this
+        node's certificate and its swarm role (a promoted node joins the etcd
+        cluster, a demoted one leaves it) and, on a manager, stop the file
+        servers nobody uses any more (their last client was a node that died)
+        or whose volume is gone."""
         while not self.stopping.wait(HELPER_INTERVAL):
             try:
+                self.cluster.secure()  # the swarm may have rotated the node's certificate
                 self._follow_role()
                 if self.managers.active:
+                    if not self.config.EtcdEndpoints:
+                        self.cluster.write_hosts()
                     self.managers.collect()
-            except (EtcdError, NotReady, DockerError, DockerUnavailable, DriverError, OSError) as exc:
+            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, DriverError,
+                    OSError) as exc:
                 log.warning("Helper loop: %s", exc)
 
     def _follow_role(self):
@@ -375,9 +391,10 @@ class VfileDriver(RefcountedDriver):
             if not self.config.EtcdEndpoints:
                 self.cluster.start_member()
             self.managers.start()
-        elif self.managers.active and not manager:
-            log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
-            self.managers.stop()
-            if not self.config.EtcdEndpoints:
+        elif not manager:
+            if self.managers.active:
+                log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
+                self.managers.stop()
+            if not self.config.EtcdEndpoints and self.cluster.runs_member():  # until it has left
                 self.cluster.leave()
                 log.info("Stopped ETCD service due to demotion")

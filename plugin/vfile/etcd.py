@@ -8,6 +8,7 @@ A mutex is the etcd recipe: a key under the lock's prefix bound to the
 caller's lease; the holder is the key with the lowest create revision."""
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
@@ -19,6 +20,7 @@ import time
 log = logging.getLogger("vmdkops.plugin")
 TIMEOUT = 2.0
 FAILED_FOR = 30.0  # seconds an endpoint that failed is tried last
+ELECTION = 5.0  # seconds a request waits out an election (etcd's takes one or two)
 
 
 class EtcdError(Exception):
@@ -46,6 +48,10 @@ def prefix_end(prefix):
     """The end of a prefix range: the prefix with its last byte + 1."""
     raw = prefix.encode()
     return raw[:-1] + bytes([raw[-1] + 1])
+
+
+class _Election(Exception):
+    """A member answered ``leader changed``: the cluster is electing a leader."""
 
 
 class KeyValue:
@@ -98,47 +104,79 @@ def delete(key, prefix=False):
     return {"request_delete_range": request}
 
 
+class _TlsConnection(http.client.HTTPSConnection):
+    """HTTPS whose server must have the certificate name ``server_name``
+    (a swarm manager's certificate names no address: ``pki.MANAGER_NAME``)."""
+
+    def __init__(self, host, port, timeout, context, server_name):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.server_name = server_name or host
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class Etcd:
     """``endpoints()`` gives the ``host:port`` list to try, read at each
-    request (the swarm's managers change)."""
+    request (the swarm's managers change). With ``tls`` (its ``context()``
+    and the ``server_name`` to check, None for each endpoint's host) every
+    request goes over TLS."""
 
-    def __init__(self, endpoints, timeout=TIMEOUT):
+    def __init__(self, endpoints, timeout=TIMEOUT, tls=None):
         self.endpoints = endpoints if callable(endpoints) else (lambda: list(endpoints))
         self.timeout = timeout
+        self.tls = tls
         self._local = threading.local()
         self._watches, self._watch_guard = set(), threading.Lock()
-        self._answered, self._failed = None, {}
+        self._answered, self._failed, self._fare_guard = None, {}, threading.Lock()
 
     def _ordered(self):
         """The endpoints, the one that answered last first and those that
         failed lately last: a dead manager costs one timeout, not one per request."""
         now = time.monotonic()
+        with self._fare_guard:
+            answered, failed = self._answered, dict(self._failed)
 
         def rank(endpoint):
-            failed = self._failed.get(endpoint)
-            return endpoint != self._answered, failed is not None and now - failed < FAILED_FOR
+            when = failed.get(endpoint)
+            return endpoint != answered, when is not None and now - when < FAILED_FOR
         return sorted(self.endpoints(), key=rank)
 
     def _fared(self, endpoint, answered):
-        if answered:
-            self._answered = endpoint
-            self._failed.pop(endpoint, None)
-        else:
-            self._failed[endpoint] = time.monotonic()
+        with self._fare_guard:
+            if answered:
+                self._answered = endpoint
+                self._failed.pop(endpoint, None)
+            else:
+                self._failed[endpoint] = time.monotonic()
 
     def requests(self):
         """How many requests this thread has made (the benchmark counts them per mount)."""
         return getattr(self._local, "requests", 0)
 
+    def _counted(self):
+        self._local.requests = self.requests() + 1
+
     # -- transport ---------------------------------------------------------------------
+
+    def _open(self, endpoint):
+        host, _, port = endpoint.rpartition(":")
+        if self.tls is None:
+            return http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+        return _TlsConnection(host, int(port), self.timeout, self.tls.context(), self.tls.server_name)
 
     def _connection(self, endpoint):
         connections = getattr(self._local, "connections", None)
         if connections is None:
             connections = self._local.connections = {}
         if endpoint not in connections:
-            host, _, port = endpoint.rpartition(":")
-            connections[endpoint] = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+            connections[endpoint] = self._open(endpoint)
         return connections[endpoint]
 
     def _drop(self, endpoint):
@@ -147,8 +185,20 @@ class Etcd:
             connection.close()
 
     def call(self, path, body):
-        """The gateway's answer to ``POST /v3/<path>``, from the first endpoint that answers."""
-        data = json.dumps(body).encode()
+        """The gateway's answer to ``POST /v3/<path>``, from the first endpoint
+        that answers. An election under way (``leader changed``: the
+        cluster has its quorum, a new leader comes within moments) is waited
+        out for up to ``ELECTION`` seconds."""
+        deadline = time.monotonic() + ELECTION
+        while True:
+            try:
+                return self._call_once(path, json.dumps(body).encode())
+            except _Election:
+                if time.monotonic() > deadline:
+                    raise EtcdError(f"etcd elected no leader within {ELECTION:.0f} s ({path})") from None
+                time.sleep(0.1)
+
+    def _call_once(self, path, data):
         problems = []
         try:
             endpoints = self._ordered()
@@ -160,7 +210,7 @@ class Etcd:
             for attempt in (1, 2):  # a kept-alive connection the server closed is opened again once
                 connection = self._connection(endpoint)
                 try:
-                    self._local.requests = self.requests() + 1
+                    self._counted()
                     connection.request("POST", f"/v3/{path}", body=data,
                                        headers={"Content-Type": "application/json"})
                     response = connection.getresponse()
@@ -183,6 +233,8 @@ class Etcd:
                     break
                 error = LeaseNotFound if "requested lease not found" in message else EtcdError
                 raise error(f"etcd refused {path}: {message or response.status}")
+        if any("leader changed" in p for p in problems):
+            raise _Election()
         if any("leader" in p or "timed out" in p or "deadline" in p for p in problems):
             # A member answered, or took the connection and then could not: it has no leader.
             raise EtcdError("etcd has no quorum (no leader): more than half of its members (the swarm "
@@ -246,6 +298,15 @@ class Etcd:
     def remove_member(self, member_id):
         self.call("cluster/member/remove", {"ID": str(member_id)})
 
+    def status(self):
+        """The answering member's ``maintenance/status`` (its id in
+        ``header.member_id``, the leader's in ``leader``)."""
+        return self.call("maintenance/status", {})
+
+    def move_leader(self, member_id):
+        """Hand the leadership over (asked of the leader itself)."""
+        self.call("maintenance/transfer-leadership", {"targetID": str(member_id)})
+
     # -- locks -----------------------------------------------------------------------------
 
     def lock(self, name, lease, timeout):
@@ -275,6 +336,21 @@ class Etcd:
 
     # -- watching --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _stream(self, endpoint, body):
+        """The response of a ``/v3/watch`` stream opened on ``endpoint`` (None
+        when it did not take it), and its connection, closed afterwards."""
+        connection = self._open(endpoint)
+        try:
+            self._counted()
+            connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            self._fared(endpoint, response.status == 200)
+            yield (response if response.status == 200 else None), connection
+        finally:
+            connection.close()
+
     def watch(self, prefix, start_revision, on_event):
         """Call ``on_event(kind, KeyValue, previous KeyValue or None)`` for
         each change under ``prefix`` from ``start_revision`` until the stream
@@ -284,39 +360,28 @@ class Etcd:
                                    "prev_kv": True, "start_revision": str(start_revision)}}
         revision = start_revision
         for endpoint in self._ordered():
-            host, _, port = endpoint.rpartition(":")
-            connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
             try:
-                connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
-                                   headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                if response.status != 200:
-                    continue
-                connection.sock.settimeout(None)  # events come when they come
-                with self._watch_guard:
-                    self._watches.add(connection)
-                while True:
-                    line = response.readline()
-                    if not line:
-                        break
-                    try:
-                        result = json.loads(line).get("result", {})
-                    except ValueError:
+                with self._stream(endpoint, body) as (response, connection):
+                    if response is None:
                         continue
-                    for event in result.get("events", []):
-                        kv = KeyValue(event["kv"])
-                        revision = max(revision, kv.mod_revision + 1)
-                        previous = KeyValue(event["prev_kv"]) if "prev_kv" in event else None
-                        on_event(event.get("type", "PUT"), kv, previous)
-                return revision
+                    connection.sock.settimeout(None)  # events come when they come
+                    with self._watch_guard:
+                        self._watches.add(connection)
+                    try:
+                        for result in _results(response):
+                            for event in result.get("events", []):
+                                kv = KeyValue(event["kv"])
+                                revision = max(revision, kv.mod_revision + 1)
+                                previous = KeyValue(event["prev_kv"]) if "prev_kv" in event else None
+                                on_event(event.get("type", "PUT"), kv, previous)
+                    finally:
+                        with self._watch_guard:
+                            self._watches.discard(connection)
+                    return revision
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 log.debug("watch of %s on %s ended: %s", prefix, endpoint, exc)
                 if revision != start_revision:
                     return revision
-            finally:
-                with self._watch_guard:
-                    self._watches.discard(connection)
-                connection.close()
         return revision
 
     def wait_until(self, key, wanted, timeout):
@@ -332,32 +397,21 @@ class Etcd:
         deadline = time.monotonic() + timeout
         body = {"create_request": {"key": _b64(key), "start_revision": str(int(answer["header"]["revision"]) + 1)}}
         for endpoint in self._ordered():
-            host, _, port = endpoint.rpartition(":")
-            connection = http.client.HTTPConnection(host, int(port), timeout=self.timeout)
             try:
-                self._local.requests = self.requests() + 1
-                connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
-                                   headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                if response.status != 200:
-                    continue
-                while True:
-                    connection.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-                    line = response.readline()
-                    if not line:
-                        break
-                    for event in json.loads(line).get("result", {}).get("events", []):
-                        if event.get("type") == "DELETE":
-                            return False
-                        if _text(event["kv"].get("value")) == wanted:
-                            return True
+                with self._stream(endpoint, body) as (response, connection):
+                    if response is None:
+                        continue
+                    for result in _results(response, lambda: connection.sock.settimeout(
+                            max(deadline - time.monotonic(), 0.01))):
+                        for event in result.get("events", []):
+                            if event.get("type") == "DELETE":
+                                return False
+                            if _text(event["kv"].get("value")) == wanted:
+                                return True
             except TimeoutError:
-                raise WaitTimeout(f"Timeout reached; BlockingWait is not complete (waiting for {key} "
-                                  f"to be {wanted})") from None
+                break
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 log.debug("watch of %s on %s ended: %s", key, endpoint, exc)
-            finally:
-                connection.close()
             if time.monotonic() > deadline:
                 break
         raise WaitTimeout(f"Timeout reached; BlockingWait is not complete (waiting for {key} to be {wanted})")
@@ -370,6 +424,21 @@ class Etcd:
                         connection.sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
+
+
+def _results(response, before_each=None):
+    """The ``result`` of each line of a watch stream until it ends;
+    ``before_each()`` is called before each line is read."""
+    while True:
+        if before_each is not None:
+            before_each()
+        line = response.readline()
+        if not line:
+            return
+        try:
+            yield json.loads(line).get("result", {})
+        except ValueError:
+            continue
 
 
 def _error_text(answer):

@@ -2,10 +2,17 @@
 ``vFileServer<v>`` runs Samba over the base volume ``_vF_<v>`` at
 ``/vfilepath``, its port published in host mode, so that clients reach
 ``//<node address>:<port>/vfileshare`` with or without a routing mesh. Only a
-swarm manager can start or stop a service."""
+swarm manager can start or stop a service.
 
+The share's password reaches the server as a swarm secret (mode 0400 at
+``/run/secrets/vfile-password`` in its container, made with the service and
+removed with it): never in its environment or on a command line, so
+``docker service inspect`` does not show it."""
+
+import base64
 import logging
 import os
+import secrets
 import time
 
 from ..docker_api import DockerError, DockerUnavailable, filters, quote
@@ -13,6 +20,8 @@ from ..docker_api import DockerError, DockerUnavailable, filters, quote
 log = logging.getLogger("vmdkops.plugin")
 SERVICE_PREFIX = "vFileServer"
 BASE_PREFIX = "_vF_"
+VOLUME_LABEL = "vmdkops.vfile.volume"
+PASSWORD_FILE = "vfile-password"  # under /run/secrets in the server's container
 SMB_PORT = 445
 POLL = 0.2
 
@@ -46,13 +55,16 @@ class FileServers:
             # By image ID: a swarm task pulls an image named by a tag first, and
             # that waits on the registry (every node loads the same image).
             image = self.docker.get(f"/images/{quote(self.config.SambaImage)}/json")["Id"]
+            secret = self._password_secret(volume, password)
             spec = {
                 "Name": service_name(volume),
-                "Labels": {"vmdkops.vfile.volume": volume},
+                "Labels": {VOLUME_LABEL: volume},
                 "TaskTemplate": {
                     "ContainerSpec": {
                         "Image": image,
-                        "Env": [f"VFILE_USER={user}", f"VFILE_PASSWORD={password}"],
+                        "Env": [f"VFILE_USER={user}", f"VFILE_PASSWORD_FILE=/run/secrets/{PASSWORD_FILE}"],
+                        "Secrets": [dict(secret, File={"Name": PASSWORD_FILE, "UID": "0", "GID": "0",
+                                                       "Mode": 0o400})],
                         "Mounts": [{"Type": "volume", "Source": base_volume(volume), "Target": "/vfilepath",
                                     "VolumeOptions": {"DriverConfig": {"Name": self.config.InternalDriver}}}]},
                     "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000}},
@@ -62,6 +74,7 @@ class FileServers:
             try:
                 created = self.docker.post("/services/create", spec)
             except (DockerError, DockerUnavailable) as exc:
+                self.remove_secrets(volume)
                 raise ServerFailed(f"Failed to create file server for volume {volume}. Reason: {exc}") from None
             service = {"ID": created["ID"]}
             log.info("Created file server service=%s for volume %s", service_name(volume), volume)
@@ -106,7 +119,31 @@ class FileServers:
             if time.monotonic() > deadline:
                 raise ServerFailed(f"Timeout reached while waiting for file server of volume {volume} to stop")
             time.sleep(POLL)
+        self.remove_secrets(volume)
         log.info("SMBServer for vol %s has been stopped successfully", volume)
+
+    def _password_secret(self, volume, password):
+        """A new swarm secret of the share's password (any left by a server
+        that failed to start goes first): {"SecretID", "SecretName"}."""
+        self.remove_secrets(volume)
+        name = f"{service_name(volume)}-{secrets.token_hex(4)}"
+        try:
+            made = self.docker.post("/secrets/create", {
+                "Name": name, "Labels": {VOLUME_LABEL: volume},
+                "Data": base64.b64encode(password.encode()).decode()})
+        except (DockerError, DockerUnavailable) as exc:
+            raise ServerFailed(f"Failed to create the password secret of volume {volume}: {exc}") from None
+        return {"SecretID": made["ID"], "SecretName": name}
+
+    def remove_secrets(self, volume):
+        found = self.docker.get(f"/secrets?filters={filters(label=[f'{VOLUME_LABEL}={volume}'])}") or []
+        for secret in found:
+            try:
+                self.docker.delete(f"/secrets/{secret['ID']}")
+            except DockerError as exc:
+                if exc.status != 404:
+                    log.warning("Could not remove the secret %s of volume %s: %s",
+                                secret["Spec"]["Name"], volume, exc)
 
     def _base_held(self, volume):
         """Whether the base volume is still attached (the task's container is
@@ -124,6 +161,11 @@ class FileServers:
             if exc.status == 404:  # the service is gone, and its tasks with it
                 return []
             raise
+
+    def volumes_with_secrets(self):
+        """The volumes that have a password secret."""
+        found = self.docker.get(f"/secrets?filters={filters(label=[VOLUME_LABEL])}") or []
+        return {s["Spec"]["Labels"][VOLUME_LABEL] for s in found}
 
     def volumes_served(self):
         """The volumes whose file server service exists."""

@@ -149,11 +149,14 @@ class Managers:
     def _check_servers(self):
         """Every SERVER_CHECK seconds: a file server that swarm started again
         on another node (its node died) has its new address and port put in
-        SVOLS_info, which the clients' relays follow."""
+        SVOLS_info, which the clients' relays follow; an etcd member this
+        node cannot name yet is named."""
         while not self.driver.stopping.wait(SERVER_CHECK) and self.active:
             try:
                 if not self.driver.cluster.is_manager():
                     continue  # demoted: the helper loop will see it
+                if not self.driver.config.EtcdEndpoints:
+                    self.driver.cluster.name_members(self.etcd)
                 for name, state in self.store.states().items():
                     if state == MOUNTED:
                         self._follow_server(name)

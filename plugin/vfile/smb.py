@@ -2,7 +2,8 @@
 client (``mount -t cifs``, production); ``smbnetfs`` is a FUSE client, for
 kernels without CIFS (as the test machines). Both retry while the file
 server is not yet reachable, up to a deadline, and leave nothing mounted
-when they fail. Passwords go through root-only files, never a command line."""
+when they fail. Passwords go through root-only files, never a command line;
+both speak SMB3 with encryption (the server requires it)."""
 
 import logging
 import os
@@ -38,7 +39,7 @@ class CifsMount:
         credentials = os.path.join(self.state_dir, "cifs", f"{volume}.credentials")
         _private_file(credentials, f"username={user}\npassword={password}\n")
         os.makedirs(target, exist_ok=True)
-        argv = ["mount", "-t", "cifs", "-o", f"credentials={credentials},port={port},vers=3.0",
+        argv = ["mount", "-t", "cifs", "-o", f"credentials={credentials},port={port},vers=3.0,seal",
                 f"//{address}/{SHARE}", target]
         while True:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -74,8 +75,13 @@ class SmbnetfsMount:
         tree = os.path.join(home, "tree")
         self._stop(volume)
         os.makedirs(tree, exist_ok=True)
+        # The credentials are for this server's share alone (smbnetfs would
+        # give credentials without a host to any server it browses), and the
+        # client asks for SMB3's encryption (the server requires it anyway).
         _private_file(os.path.join(home, ".smb", "smbnetfs.conf"),
-                      f'auth "{user}" "{password}"\nlog_file "{home}/smbnetfs.log"\n')
+                      f'auth "{address}/{SHARE}" "{user}" "{password}"\nlog_file "{home}/smbnetfs.log"\n')
+        _private_file(os.path.join(home, ".smb", "smb.conf"),
+                      "[global]\n    client min protocol = SMB3\n    client smb encrypt = required\n")
         with open(os.path.join(home, "smbnetfs.out"), "w") as out:
             process = subprocess.Popen(["smbnetfs", tree, "-o", "allow_other,big_writes", "-f"],
                                        env=dict(os.environ, HOME=home), stdout=out, stderr=subprocess.STDOUT,
