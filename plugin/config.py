@@ -105,8 +105,10 @@ class VfileConfig(Settings):
     SwarmCertificates: str = ""      # the node's swarm certificates (default: Docker's data root's)
     EtcdClientPort: int = 2379
     EtcdPeerPort: int = 2380
+    EtcdLocalPort: int = 12379       # etcd's own client port, on a manager's loopback, behind the gate
     MountMethod: str = "cifs"        # cifs | smbnetfs
     ServiceTimeout: int = 45         # seconds a file server may take to start or stop
+    DeadNodeGrace: int = 60          # seconds a node the swarm reports down keeps its mounts counted
     StateDir: str = "/var/lib/vfile"  # etcd's data, the SMB clients' settings
     SambaImage: str = ""             # the file server image (default: vmdkops/vfile-smb:<version>)
     SambaImageTar: str = "/usr/lib/vmdkops/vfile-smb.tar"  # loaded where the image is missing
@@ -120,7 +122,8 @@ class VfileConfig(Settings):
                    "internal driver.")
     ENVIRONMENT = dict(Settings.ENVIRONMENT, VFILE_ETCD_CLIENT_PORT="EtcdClientPort",
                        VFILE_ETCD_PEER_PORT="EtcdPeerPort", VFILE_TIMEOUT_IN_SECOND="ServiceTimeout",
-                       VFILE_ETCD_ENDPOINTS="EtcdEndpoints", VFILE_MOUNT_METHOD="MountMethod")
+                       VFILE_ETCD_ENDPOINTS="EtcdEndpoints", VFILE_MOUNT_METHOD="MountMethod",
+                       VFILE_DEAD_NODE_GRACE="DeadNodeGrace")
     FLAGS = dict(Settings.FLAGS,
                  InternalDriver=("InternalDriver", "driver of the base volumes (vsphere)"),
                  etcd_endpoints=("EtcdEndpoints", "[https://]host:port,... of an existing etcd cluster, "
@@ -133,9 +136,13 @@ class VfileConfig(Settings):
                                                           "(default: swarm/certificates in Docker's data root)"),
                  etcd_client_port=("EtcdClientPort", "etcd's client port on the managers (2379)"),
                  etcd_peer_port=("EtcdPeerPort", "etcd's peer port on the managers (2380)"),
+                 etcd_local_port=("EtcdLocalPort", "etcd's own client port on a manager's loopback, "
+                                                   "behind the plugin's gate on the client port (12379)"),
                  mount_method=("MountMethod", "how nodes mount a share: cifs (mount -t cifs) or "
                                               "smbnetfs (FUSE) (cifs)"),
                  service_timeout=("ServiceTimeout", "seconds a file server may take to start (45)"),
+                 dead_node_grace=("DeadNodeGrace", "seconds a node the swarm reports down keeps its mounts "
+                                                   "of shared volumes counted (60)"),
                  state_dir=("StateDir", "etcd's data and the SMB clients' settings (/var/lib/vfile)"),
                  samba_image=("SambaImage", "the file server's image (vmdkops/vfile-smb:<version>)"),
                  samba_image_tar=("SambaImageTar", "the image's tarball, loaded where it is missing"),
@@ -150,6 +157,8 @@ class VfileConfig(Settings):
             raise ConfigError(f"Unknown driver or invalid/missing driver options, exiting - {self.Driver}")
         if self.MountMethod not in ("cifs", "smbnetfs"):
             raise ConfigError(f"MountMethod must be 'cifs' or 'smbnetfs', not {self.MountMethod!r}")
+        if self.DeadNodeGrace < 0:
+            raise ConfigError(f"DeadNodeGrace must be a number of seconds, not {self.DeadNodeGrace}")
         if self.ServiceTimeout <= 0:
             raise ConfigError(f"ServiceTimeout must be a positive number of seconds, not {self.ServiceTimeout}")
         schemes = {e.strip().partition("://")[0] if "://" in e else "https"

@@ -5,9 +5,13 @@ those counts after a restart from Docker's live containers and
 /proc/mounts (recovery).
 
 Until recovery has finished, Remove is refused and Mount and Unmount wait,
-so a count is never lost or counted twice. A driver says how a volume is
+so a count is never lost or counted twice. A volume's Mount and Unmount run
+one at a time under the volume's own lock, and the counts under a short
+guard of their own: a volume whose mount takes long (a shared volume's file
+server starting) delays no other volume. A driver says how a volume is
 named, mounted and unmounted; this class does the counting."""
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,7 +36,8 @@ class RefcountedDriver:
         self.root = config.MountRoot.rstrip("/")
         self.counts = {}      # volume key -> number of mounts
         self.mount_ids = {}   # Docker mount ID -> volume key
-        self.state = threading.Lock()
+        self.state = threading.Lock()  # the two above; held only while they change
+        self._volume_locks = {}  # volume key -> [lock, holders and waiters]
         self.ready = threading.Event()
 
     def mountpoint(self, key):
@@ -86,37 +91,58 @@ class RefcountedDriver:
         if not self.ready.wait(RECOVERY_WAIT):
             raise DriverError("Plugin initialization in progress. Try again later.")
 
+    @contextlib.contextmanager
+    def _volume(self, key):
+        """The volume's own lock (dropped when nobody holds or waits for it)."""
+        with self.state:
+            entry = self._volume_locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self.state:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._volume_locks[key]
+
     def mount(self, name, mount_id):
         self.wait_ready()
-        with self.state:
-            log.info("Mounting volume name=%s", name)
-            key, context = self.resolve(name)
-            count = self.counts.get(key, 0) + 1
-            self.counts[key] = count
-            self.mount_ids[mount_id] = key
+        log.info("Mounting volume name=%s", name)
+        key, context = self.resolve(name)
+        with self._volume(key):
+            with self.state:
+                count = self.counts.get(key, 0) + 1
+                self.counts[key] = count
+                self.mount_ids[mount_id] = key
             if count > 1 or key in self.mounted_volumes():
                 log.info("Already mounted, skipping mount. name=%s refcount=%d", key, count)
                 return self.mountpoint(key)
             try:
                 self.mount_volume(key, context)
             except self.ERRORS as exc:
-                self.mount_ids.pop(mount_id, None)
-                self.counts.pop(key, None)
+                with self.state:
+                    self.mount_ids.pop(mount_id, None)
+                    self.counts.pop(key, None)
                 self.mount_failed(key)
                 raise DriverError(str(exc)) from None
             return self.mountpoint(key)
 
     def unmount(self, name, mount_id):
         self.wait_ready()
+        log.info("Unmounting Volume name=%s", name)
         with self.state:
-            log.info("Unmounting Volume name=%s", name)
-            key = self.mount_ids.pop(mount_id, None) or self.unknown_mount(name, mount_id)
-            count = self.counts.get(key, 0) - 1
-            if count >= 1:
-                self.counts[key] = count
-                log.info("Still in use, skipping unmount request. name=%s refcount=%d", key, count)
-                return
-            self.counts.pop(key, None)
+            key = self.mount_ids.get(mount_id)
+        key = key or self.unknown_mount(name, mount_id)
+        with self._volume(key):
+            with self.state:
+                self.mount_ids.pop(mount_id, None)
+                count = self.counts.get(key, 0) - 1
+                if count >= 1:
+                    self.counts[key] = count
+                    log.info("Still in use, skipping unmount request. name=%s refcount=%d", key, count)
+                    return
+                self.counts.pop(key, None)
             self.unmount_volume(key)
 
     def users(self, key):

@@ -63,7 +63,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             response["Err"] = f"Internal Error({type(exc).__name__}); see the plugin log"
         if response["Err"]:
             log.info("%s %s: %s", self.path, request.get("Name", ""), response["Err"])
-        self._send(500 if response["Err"] else 200, response)
+        try:
+            self._send(500 if response["Err"] else 200, response)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            if self.path == "/VolumeDriver.Mount" and not response["Err"]:
+                self._undo_mount(request)
+
+    def _undo_mount(self, request):
+        """Docker gave up on a Mount (its plugin timeout) that was done: nobody
+        would ever unmount it."""
+        name = request.get("Name")
+        try:
+            self.driver.unmount(_name(request), str(request.get("ID", "")))
+        except Exception as exc:  # noqa: BLE001 - logged; the connection is gone
+            log.error("Docker was gone when the Mount of %s was done, and undoing it failed: %s", name, exc)
+        else:
+            log.warning("Docker was gone when the Mount of %s was done: it is undone", name)
 
     do_GET = do_PUT = do_POST
 

@@ -125,6 +125,7 @@ else
     settings="$settings
 $(setting VFILE_TIMEOUT_IN_SECOND "seconds a file server may take to start or stop" 45
   setting VFILE_MOUNT_METHOD "how nodes mount a share: cifs or smbnetfs" cifs
+  setting VFILE_DEAD_NODE_GRACE "seconds a node the swarm reports down keeps its mounts counted" 60
   setting VFILE_ETCD_ENDPOINTS "[https://]host:port,... of an existing etcd cluster, over TLS unless http:// is given (empty: etcd runs on the managers)" ""
   setting VFILE_ETCD_CLIENT_PORT "etcd's client port on the managers" 2379
   setting VFILE_ETCD_PEER_PORT "etcd's peer port on the managers" 2380)"

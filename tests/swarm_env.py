@@ -92,9 +92,12 @@ class Node:
             raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
         return self
 
+    def docker_argv(self):
+        """The docker command line of this node's daemon."""
+        return [docker_client(), "-H", f"unix://{self.socket}"]
+
     def docker(self, *args, check=True, timeout=180):
-        result = subprocess.run([docker_client(), "-H", f"unix://{self.socket}", *args], capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run([*self.docker_argv(), *args], capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} on {self.name} failed: {result.stderr}")
         return result
@@ -137,7 +140,8 @@ class Node:
                              f"credential.source={credential}"]),
                 ("vfile", [f"state.source={self.state_dir}", "VFILE_MOUNT_METHOD=smbnetfs",
                            f"swarm.source={os.path.join(self.dir, 'data', 'swarm')}",
-                           f"VFILE_TIMEOUT_IN_SECOND={self.swarm.service_timeout}"])):
+                           f"VFILE_TIMEOUT_IN_SECOND={self.swarm.service_timeout}",
+                           f"VFILE_DEAD_NODE_GRACE={self.swarm.dead_node_grace}"])):
             log = os.path.join(self.dir, f"{alias}.log" if alias == "vfile" else "vsphere-storage-for-docker.log")
             start = len(self.read(log))
             self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias,
@@ -165,7 +169,8 @@ class Node:
                 "--mount_root", self.vfile_root, "--socket_dir", self.plugin_dir,
                 "--docker_socket", self.socket, "--log_path", log,
                 "--state_dir", self.state_dir, "--samba_image_tar", self.swarm.samba_tar,
-                "--service_timeout", str(self.swarm.service_timeout)]
+                "--service_timeout", str(self.swarm.service_timeout),
+                "--dead_node_grace", str(self.swarm.dead_node_grace)]
         try:
             self.vfile = self._start(argv, log, ready, 120)
         except RuntimeError as exc:
@@ -203,6 +208,11 @@ class Node:
             return [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
 
     # -- a VM that dies, and comes back --------------------------------------------------
+
+    def cut(self, cut=True):
+        """The node's link to the others goes down (``cut=False``: up again);
+        its processes live on."""
+        run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "down" if cut else "up"])
 
     def kill(self):
         """The node dies at once: its network is cut (no answer, not even a
@@ -272,7 +282,8 @@ class Node:
 class Swarm:
     """``size`` nodes; the first ``managers`` are managers. Node n is VM n."""
 
-    def __init__(self, executor, vms, samba_tar, busybox_dir, managers=1, service_timeout=45, managed=False):
+    def __init__(self, executor, vms, samba_tar, busybox_dir, managers=1, service_timeout=45, managed=False,
+                 dead_node_grace=60):
         self.executor = executor
         self.managed = managed
         self.registry = None
@@ -280,6 +291,7 @@ class Swarm:
         self.samba_tar = samba_tar
         self.busybox_dir = busybox_dir
         self.service_timeout = service_timeout
+        self.dead_node_grace = dead_node_grace
         self.prefix = f"vf{os.getpid() % 100000}{chr(ord('a') + next(_swarms))}"  # two swarms may run at once
         self.hub = f"{self.prefix}hub"
         self.dir = tempfile.mkdtemp(prefix="vfswarm-", dir="/tmp")

@@ -246,6 +246,24 @@ def test_protocol(docker_host):
     assert host.plugin.returncode == 0 and not os.path.exists(host.plugin_socket)
 
 
+def test_a_mount_docker_gave_up_on_is_undone(docker_host, executor):
+    """Docker's client is gone when the Mount is done (its plugin timeout
+    passed): the volume is not counted, not mounted, and detached again."""
+    host = docker_host()
+    host.docker("volume", "create", "-d", host.driver, "given-up")
+    body = b'{"Name": "given-up", "ID": "m1"}'
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(host.plugin_socket)
+    client.sendall(b"POST /VolumeDriver.Mount HTTP/1.1\r\nHost: docker\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))
+    client.close()
+    assert host._wait(lambda: host.log_has("Docker was gone when the Mount of given-up was done"), 60)
+    assert host.mounted() == []
+    status, _, answer = post(host, "/VolumeDriver.Path", b'{"Name": "given-up"}')
+    assert json.loads(answer)["Mountpoint"] == ""
+    assert executor_status(executor, host.vm, "given-up") == "detached"
+
+
 def test_nothing_is_removed_before_recovery(executor, tmp_path):
     """While Docker does not answer, recovery waits and Remove is refused."""
     import os

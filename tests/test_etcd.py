@@ -3,6 +3,7 @@ loopback (Debian's etcd): keys, transactions, leases, locks, watches, and
 clear errors within the timeout when the cluster is out of reach or has lost
 its quorum."""
 
+import os
 import shutil
 import signal
 import socket
@@ -71,10 +72,11 @@ def cluster(tmp_path):
 def test_keys_transactions_and_leases(cluster):
     endpoints, _ = cluster
     client = Etcd(endpoints)
-    made, _ = client.txn([kv.absent("SVOLS_stat_a")], [kv.put("SVOLS_stat_a", "Creating")], [kv.get("SVOLS_stat_a")])
+    made, _ = client.txn([kv.absent("SVOLS_stat_a")], [kv.put_op("SVOLS_stat_a", "Creating")],
+                         [kv.get_op("SVOLS_stat_a")])
     assert made
-    again, ranges = client.txn([kv.absent("SVOLS_stat_a")], [kv.put("SVOLS_stat_a", "Ready")],
-                               [kv.get("SVOLS_stat_a")])
+    again, ranges = client.txn([kv.absent("SVOLS_stat_a")], [kv.put_op("SVOLS_stat_a", "Ready")],
+                               [kv.get_op("SVOLS_stat_a")])
     assert not again and ranges[0][0].value == "Creating"  # create-if-absent never resets
     assert client.get("SVOLS_stat_a") == "Creating" and client.get("nosuch") is None
     lease = client.grant(5)
@@ -192,8 +194,8 @@ def test_a_wait_for_the_file_server_moves_its_trigger_again(cluster):
     the server moves the trigger again, and a later event starts it."""
     endpoints, _ = cluster
     client = Etcd(endpoints)
-    client.txn([], [kv.put(STAT + "w", "Ready"), kv.put("SVOLS_info_w", '{"username": "vfile"}'),
-                    kv.put(START + "w", "0")])
+    client.txn([], [kv.put_op(STAT + "w", "Ready"), kv.put_op("SVOLS_info_w", '{"username": "vfile"}'),
+                    kv.put_op(START + "w", "0")])
     seen = []
 
     def manager(kind, item, previous):  # fails the first event, handles the next
@@ -394,3 +396,113 @@ def test_a_leadership_handed_over_fails_no_request(cluster):
             Etcd([by_id[leader]]).move_leader(target)
             assert Etcd([by_id[target]]).status()["leader"] == target
     assert hammered(client, "SVOLS_stat_v", "Ready", hand_over) == []
+
+
+def node_identity(folder, cert, key, ca):
+    """The node's identity as the plugin makes it from swarm's files."""
+    from plugin.vfile.pki import FILES, NodeIdentity
+
+    source = folder / "swarm-certificates"
+    source.mkdir()
+    for kind, path in (("cert", cert), ("key", key), ("ca", ca)):
+        shutil.copy(path, source / FILES[kind])
+    identity = NodeIdentity(str(source), str(folder / "tls"))
+    identity.refresh()
+    return identity
+
+
+def test_the_gate_takes_only_the_swarms_nodes_now(tmp_path):
+    """A node removed from the swarm still has a valid certificate: the gate
+    refuses its next connection and closes those it has (a watch included)."""
+    from plugin.vfile.gate import Gate
+    from plugin.vfile.pki import MANAGER_NAME
+
+    if shutil.which("etcd") is None:
+        missing("etcd (Debian package etcd-server; scripts/test.sh installs it)")
+    ca = make_certificate(tmp_path, "swarm-ca", "DNS:swarm-ca")
+    manager = make_certificate(tmp_path, "manager1", f"DNS:{MANAGER_NAME},DNS:manager1", ca)
+    worker = make_certificate(tmp_path, "worker2", "DNS:swarm-worker,DNS:worker2", ca)
+    removed = make_certificate(tmp_path, "worker3", "DNS:swarm-worker,DNS:worker3", ca)
+    upstream, gate_port, pport = free_ports(3)
+    with open(tmp_path / "etcd.log", "w") as log:
+        process = subprocess.Popen(
+            ["etcd", "--name", "m", "--data-dir", str(tmp_path / "data"),
+             "--listen-client-urls", f"https://127.0.0.1:{upstream}", "--advertise-client-urls",
+             f"https://127.0.0.1:{gate_port}", "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}", "--initial-cluster",
+             f"m=http://127.0.0.1:{pport}", "--cert-file", str(manager[0]), "--key-file", str(manager[1]),
+             "--trusted-ca-file", str(ca[0]), "--client-cert-auth"], stdout=log, stderr=subprocess.STDOUT)
+    nodes, swarm_answers = {"manager1", "worker2", "worker3"}, threading.Event()
+
+    def swarm_nodes():
+        if not swarm_answers.is_set():
+            raise OSError("This node is not a swarm manager.")  # as on a node promoted a moment ago
+        return set(nodes)
+
+    gate = Gate("127.0.0.1", gate_port, upstream, node_identity(tmp_path, *manager, ca[0]), "manager1",
+                swarm_nodes)
+    try:
+        gate.start()
+        swarm_answers.set()
+        as_worker = Etcd([f"127.0.0.1:{gate_port}"], tls=Tls(*worker, ca[0], MANAGER_NAME))
+        as_removed = Etcd([f"127.0.0.1:{gate_port}"], tls=Tls(*removed, ca[0], MANAGER_NAME))
+        until_ready(as_worker, tmp_path / "etcd.log")
+        as_removed.put("SVOLS_info_v", "secret")  # still a node of the swarm
+        grpc = subprocess.run(["etcdctl", f"--endpoints=https://127.0.0.1:{gate_port}", "--cacert", str(ca[0]),
+                               "--cert", str(worker[0]), "--key", str(worker[1]), "--insecure-skip-tls-verify",
+                               "get", "--print-value-only", "SVOLS_info_v"],
+                              env=dict(os.environ, ETCDCTL_API="3"), capture_output=True, text=True, timeout=30)
+        assert grpc.stdout.strip() == "secret", grpc.stderr  # etcdctl's gRPC (HTTP/2) passes too
+        watched = []
+        watch = threading.Thread(target=as_removed.watch, args=("SVOLS_", as_removed.revision() + 1,
+                                                                  lambda *event: watched.append(event)))
+        watch.start()
+        time.sleep(0.5)
+        nodes.discard("worker3")  # docker node rm
+        gate.refresh()
+        watch.join(timeout=10)
+        assert not watch.is_alive()  # its stream was closed
+        as_worker.put("SVOLS_info_v", "changed")
+        assert watched == []
+        with pytest.raises(EtcdError):
+            as_removed.get("SVOLS_info_v")
+        assert as_worker.get("SVOLS_info_v") == "changed"
+        intruder = make_certificate(tmp_path, "intruder", f"DNS:{MANAGER_NAME}")  # another CA
+        with pytest.raises(EtcdError):
+            Etcd([f"127.0.0.1:{gate_port}"], tls=Tls(*intruder, ca[0], MANAGER_NAME)).get("SVOLS_info_v")
+        gate.stop()  # a demoted manager's, promoted again: its new gate takes the port at once
+        gate = Gate("127.0.0.1", gate_port, upstream, gate.identity, "manager1", swarm_nodes)
+        gate.start()
+        assert as_worker.get("SVOLS_info_v") == "changed"  # its kept-alive connection, closed, is opened again
+    finally:
+        gate.stop()
+        stop_process(process)
+
+
+def test_a_mount_is_a_record_that_outlives_the_nodes_lease(cluster):
+    """A node's mount is a durable record beside a key bound to its lease: the
+    lease lapsing says the node is out of reach, the mount still counts."""
+    endpoints, _ = cluster
+    client = Etcd(endpoints)
+    store = State(client, timeout=5)
+    assert store.create("v", {"username": "vfile", "password": "p", "opts": {"size": "1gb"}}) is None
+    assert store.create("v", {"username": "vfile", "password": "q", "opts": {}}) == {"size": "1gb"}
+    assert store.created("v")
+    first, second = client.grant(60), client.grant(60)
+    store.mount("v", "n1", "10.0.0.1", first)
+    store.mount("v", "n2", "10.0.0.2", second)
+    client.revoke(first)
+    snapshot = store.snapshot("v")
+    assert (snapshot.state, set(snapshot.mounts), snapshot.alive) == ("Ready", {"n1", "n2"}, {"n2"})
+    store.mark_unreachable("v", "n1", snapshot.mounts["n1"], 1e9)
+    assert store.snapshot("v").clients() == ["10.0.0.1 (unreachable since 2001-09-09 01:46:40 UTC)", "10.0.0.2"]
+    again = client.grant(60)
+    store.alive_again("v", "n1", "10.0.0.1", again)
+    store.mark_reachable("v", "n1", store.snapshot("v").mounts["n1"])
+    assert store.snapshot("v").clients() == ["10.0.0.1", "10.0.0.2"]
+    store.unmount("v", "n1")
+    assert store.mounted() == {"v": {"n2": {"address": "10.0.0.2"}}}
+    assert store.alive() == {("v", "n2")}
+    store.unmount("v", "n2")
+    store.delete("v")
+    assert store.snapshot("v") is None and store.states() == {}

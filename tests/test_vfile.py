@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 import uuid
 
 import pytest
@@ -37,7 +38,8 @@ def etcd_keys(swarm, volume):
     answer = swarm.nodes[0].etcdctl("get", "--prefix", "--keys-only", "SVOLS_")
     assert answer.returncode == 0, answer.stderr
     out = answer.stdout.split()
-    return [key for key in out if key.rpartition("_")[2] == volume or key.startswith(f"SVOLS_client_{volume}_")
+    return [key for key in out if key.rpartition("_")[2] == volume
+            or key.startswith((f"SVOLS_client_{volume}_", f"SVOLS_mount_{volume}_"))
             or key.startswith((f"SVOLS_gref_{volume}-lock/", f"SVOLS_stat_{volume}-lock/"))]
 
 
@@ -475,3 +477,83 @@ def test_creating_a_volume_that_exists_keeps_its_options(swarm, cleanup):
     manager.docker("volume", "create", "-d", "vfile", "-o", "size=20mb", volume)
     assert node.docker("volume", "create", "-d", "vfile", "-o", "size=50mb", volume).returncode == 0
     assert status(node, volume)["Options"] == {"size": "20mb"}
+
+
+def node_ids(swarm):
+    return [n.docker("info", "-f", "{{.Swarm.NodeID}}").stdout.strip() for n in swarm.nodes]
+
+
+def test_a_slow_volume_does_not_stall_the_node(swarm, cleanup):
+    """A volume whose file server cannot start yet (every node paused: swarm
+    places no task) keeps its Mount waiting; meanwhile another volume's
+    Mount on the same node answers at once."""
+    import subprocess
+
+    manager, node = swarm.nodes[0], swarm.nodes[1]
+    fast, slow = unique(), unique()
+    cleanup["volumes"] += [fast, slow]
+    for volume in (fast, slow):
+        manager.docker("volume", "create", "-d", "vfile", volume)
+    cleanup["containers"].append((node, start(node, fast)))
+    for each in node_ids(swarm):
+        manager.docker("node", "update", "--availability", "pause", each)
+    waiting = subprocess.Popen([*node.docker_argv(), "run", "-d", "--network", "none", "-v", f"{slow}:/data",
+                                "local/busybox", "sleep", "600"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait(lambda: f"Mounting volume name={slow}" in node.vfile_log(), 30, 0.2)
+        time.sleep(1)
+        started = time.monotonic()
+        cleanup["containers"].append((node, start(node, fast)))
+        assert time.monotonic() - started < 10
+        assert waiting.poll() is None  # still waiting for its file server
+    finally:
+        for each in node_ids(swarm):
+            manager.docker("node", "update", "--availability", "active", each)
+        out, _ = waiting.communicate(timeout=120)
+        if out.strip():
+            cleanup["containers"].append((node, out.strip()))
+
+
+def test_a_mount_docker_gave_up_on_is_undone(swarm, cleanup):
+    """Docker's client is gone when the Mount is done: it is not counted, and
+    no record of it is left in etcd."""
+    import socket
+
+    node, manager = swarm.nodes[1], swarm.nodes[0]
+    volume = unique()
+    cleanup["volumes"].append(volume)
+    manager.docker("volume", "create", "-d", "vfile", volume)
+    body = json.dumps({"Name": volume, "ID": "given-up"}).encode()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(os.path.join(node.plugin_dir, "vfile.sock"))
+    client.sendall(b"POST /VolumeDriver.Mount HTTP/1.1\r\nHost: docker\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))
+    client.close()  # as Docker does when its plugin timeout passes
+    assert wait(lambda: f"Docker was gone when the Mount of {volume} was done" in node.vfile_log(), 90, 0.5)
+    assert status(node, volume)["Global Refcount"] == 0 and status(node, volume)["Clients"] is None
+    assert not any(key.startswith(f"SVOLS_mount_{volume}_") for key in etcd_keys(swarm, volume))
+    assert plugin_call(node, "Path", {"Name": volume})["Mountpoint"] == ""
+    assert wait(lambda: status(manager, volume)["Volume Status"] == "Ready", 30, 0.5)
+
+
+def test_an_unmount_while_etcd_is_out_of_reach_is_settled(swarm, cleanup):
+    """A container stops on a node cut off from the managers: the share is
+    unmounted there (Docker's Get before its Unmount answers from what the
+    node knows), and its record goes once etcd answers again."""
+    node, manager = swarm.nodes[2], swarm.nodes[0]
+    volume = unique()
+    cleanup["volumes"].append(volume)
+    manager.docker("volume", "create", "-d", "vfile", volume)
+    container = start(node, volume)
+    cleanup["containers"].append((node, container))
+    assert status(manager, volume)["Global Refcount"] == 1
+    node.cut()
+    try:
+        node.docker("rm", "-f", container)
+        assert wait(lambda: f"The unmount of {volume} is recorded in etcd as soon as it answers"
+                    in node.vfile_log(), 30, 0.5), node.vfile_log()[-3000:]
+        assert node.share_mounts() == []
+    finally:
+        node.cut(False)
+    assert wait(lambda: status(manager, volume)["Global Refcount"] == 0, 30, 0.5)
+    assert wait(lambda: status(manager, volume)["Volume Status"] == "Ready", 45, 0.5)

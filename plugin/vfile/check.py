@@ -4,26 +4,31 @@ each; ``--repair`` does what is safe (nothing that holds data is deleted).
 Read-only without ``--repair``. Exit status 0 when all agree (or all was
 repaired), 1 when something is left, 2 when etcd or Docker cannot be asked."""
 
-import json
 import secrets
 import sys
 
 from ..docker_api import DockerError, DockerUnavailable
-from . import etcd as kv
 from .etcd import EtcdError
 from .fileserver import BASE_PREFIX, VOLUME_LABEL
 from .pki import NoCertificates, SwarmLocked
-from .state import INFO, MOUNTED, STAT, STOP, USER, keys
+from .state import CREATING, MOUNTED, STOP, USER
 
 
 def findings(driver):
-    """(volume, problem, remedy, repair or None) of everything that disagrees."""
-    etcd, servers = driver.etcd, driver.servers
-    states, used = driver.store.states(), driver.store.used()
+    """(volume, problem, remedy, repair or None) of everything that disagrees.
+    Nothing that deletes metadata is repaired unless the view is whole: the
+    internal driver listed its volumes without a warning."""
+    store, servers = driver.store, driver.servers
+    states, used = store.states(), store.mounted()
     served = set(servers.volumes_served())
+    listing = driver.docker.get("/volumes")
+    whole = not listing.get("Warnings")
     bases = {v["Name"][len(BASE_PREFIX):].split("@")[0]
-             for v in driver.docker.get("/volumes").get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
+             for v in listing.get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
     found = []
+    if not whole:
+        found.append(("-", f"the volumes' listing is not whole ({'; '.join(listing['Warnings'])})",
+                      "nothing that deletes metadata is repaired until it is", None))
     for name in sorted(servers.volumes_with_secrets() - served):
         found.append((name, "a password secret is left of a file server that is gone",
                       f"remove it (--repair): docker secret rm $(docker secret ls -q -f "
@@ -33,25 +38,20 @@ def findings(driver):
                       f"stop it: docker service rm vFileServer{name}",
                       lambda name=name: servers.stop(name, driver.timeout)))
     for name in sorted(bases - set(states)):
-        def adopt(name=name):
-            info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": {}}
-            etcd.txn([kv.absent(STAT + name)],
-                     [kv.put(STAT + name, "Ready"), kv.put(INFO + name, json.dumps(info))]
-                     + [kv.put(key, "0") for key in keys(name)[2:]])
         found.append((name, f"a base volume {BASE_PREFIX}{name} without metadata",
                       f"make it a shared volume again (--repair), or remove it: docker volume rm "
-                      f"{BASE_PREFIX}{name}", adopt))
+                      f"{BASE_PREFIX}{name}", lambda name=name: store.adopt(name, {
+                          "username": USER, "password": secrets.token_urlsafe(18), "opts": {}})))
     for name in sorted(set(states) - bases):
-        if states[name] == "Creating":
+        if states[name] == CREATING:
             continue
         found.append((name, "metadata without a base volume (its data is gone)",
                       "remove the metadata (--repair), or docker volume rm it",
-                      None if name in used else lambda name=name: etcd.txn(
-                          [], [kv.delete(key) for key in keys(name)])))
+                      None if not whole or name in used else lambda name=name: store.delete(name)))
     for name, state in sorted(states.items()):
         if state == MOUNTED and name not in used and name in bases:
             found.append((name, "a file server runs that no node uses", "stop it (--repair)",
-                          lambda name=name: driver.store.increment(STOP + name)))
+                          lambda name=name: store.increment(STOP + name)))
     return found
 
 

@@ -8,7 +8,8 @@ node or address is replaced), a restarted manager rejoins with its data, and
 workers are clients of the managers.
 
 That etcd speaks only mutual TLS with the swarm's own certificates
-(``pki``): its clients must be nodes of this swarm, its peers managers. A
+(``pki``): its clients must be nodes of this swarm now (they come through
+the plugin's ``gate``; etcd listens on the loopback), its peers managers. A
 manager's certificate names its node id, not its address, so a member's
 peer URL is ``https://<node id>:<port>``, and etcd runs in a mount namespace
 of its own whose ``/etc/hosts`` says where each node is (``etcd-hosts``
@@ -19,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -27,6 +27,7 @@ import urllib.parse
 from ..docker_api import DockerError, filters
 from . import pids
 from .etcd import Etcd, EtcdError
+from .gate import Gate
 from .pki import MANAGER_NAME, ExternalTls, NodeIdentity, SwarmTls
 
 log = logging.getLogger("vmdkops.plugin")
@@ -51,6 +52,7 @@ class Cluster:
         self._named = set()
         self._warned = False
         self.identity = None
+        self.gate = None
         if config.EtcdEndpoints:
             self.tls = None if config.EtcdEndpoints.strip().startswith("http://") else ExternalTls(config)
         else:
@@ -132,11 +134,10 @@ class Cluster:
         return f"https://{self.address}:{self.config.EtcdClientPort}"
 
     def _local(self):
-        """This node's own member (whose certificate is a worker's once the node
-        is demoted: its node id is the name checked)."""
-        tls = self.tls if self.tls is None or self.config.EtcdEndpoints else SwarmTls(
-            lambda: self.identity, server_name=self.node_id)
-        return Etcd([f"{self.address}:{self.config.EtcdClientPort}"], tls=tls)
+        """This node's own member, behind its gate (its certificate is a
+        worker's once the node is demoted: its node id is the name checked)."""
+        return Etcd([f"127.0.0.1:{self.config.EtcdLocalPort}"],
+                    tls=SwarmTls(lambda: self.identity, server_name=self.node_id))
 
     def name_members(self, etcd):
         """(Often, on a manager.) A member that ``etcd-hosts`` does not name
@@ -192,6 +193,15 @@ class Cluster:
             time.sleep(1)
 
     def start_member(self):
+        """Run this manager's etcd member (start, rejoin or join it), and its gate."""
+        self._start_member()
+        if self.gate is None:
+            gate = Gate(self.address, self.config.EtcdClientPort, self.config.EtcdLocalPort, self.identity,
+                        self.node_id, lambda: [node["ID"] for node in self.docker.get("/nodes")])
+            gate.start()
+            self.gate = gate
+
+    def _start_member(self):
         local = self._local()
         if self._answers(local):  # still running from before a plugin restart
             log.info("etcd member of this node is running")
@@ -253,19 +263,17 @@ class Cluster:
                        "start a new, empty one.")
 
     def _running_members(self, nodes):
-        """The client endpoints of the other managers whose etcd takes a connection."""
+        """The client endpoints of the other managers whose etcd answers (a
+        manager's gate takes connections while its etcd is down)."""
         port = self.config.EtcdClientPort
         found = []
         for node in nodes:
             status = node.get("ManagerStatus") or {}
             if not status or node.get("ID") == self.node_id:
                 continue
-            address = status["Addr"].rpartition(":")[0]
-            try:
-                socket.create_connection((address, port), timeout=1).close()
-                found.append(f"{address}:{port}")
-            except OSError:
-                pass
+            endpoint = f"{status['Addr'].rpartition(':')[0]}:{port}"
+            if self._answers(Etcd([endpoint], timeout=1, tls=self.tls)):
+                found.append(endpoint)
         return found
 
     def _join(self, cluster):
@@ -291,12 +299,13 @@ class Cluster:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         if not os.path.exists(self.hosts_file):
             self.write_hosts()
-        address, cport, pport = self.address, self.config.EtcdClientPort, self.config.EtcdPeerPort
+        address, pport = self.address, self.config.EtcdPeerPort
         tls = self.identity
         argv = [self.config.EtcdBinary, "--name", self.node_id, "--data-dir", self.data_dir,
                 "--advertise-client-urls", self._client_url(),
                 "--initial-advertise-peer-urls", self._peer_url(),
-                "--listen-client-urls", f"https://{address}:{cport},https://127.0.0.1:{cport}",
+                # Its clients come through this plugin's gate (``gate``): etcd takes the loopback's.
+                "--listen-client-urls", f"https://127.0.0.1:{self.config.EtcdLocalPort}",
                 "--listen-peer-urls", f"https://{address}:{pport}",
                 "--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca,
                 "--client-cert-auth",
@@ -354,7 +363,11 @@ class Cluster:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def stop(self):
-        """Stop the etcd member this plugin runs (a plugin that stops takes its member down)."""
+        """Stop the etcd member this plugin runs, and its gate (a plugin that
+        stops takes its member down)."""
+        if self.gate is not None:
+            self.gate.stop()
+            self.gate = None
         pids.stop(os.path.join(self.config.StateDir, "etcd.pid"), self.config.EtcdBinary, wait=10)
         if self.process is not None:
             self.process.poll()

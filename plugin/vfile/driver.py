@@ -10,7 +10,6 @@ refcount is the number of live client keys; locks are lease-bound
 mutexes; names are checked at create; Remove is refused while any node
 mounts."""
 
-import json
 import logging
 import os
 import secrets
@@ -20,7 +19,7 @@ import time
 from .. import fs
 from ..docker_api import Docker, DockerError, DockerUnavailable, quote
 from ..refcount import DriverError, RefcountedDriver
-from . import etcd as kv
+from .background import Background
 from .cluster import Cluster, NotReady
 from .etcd import EtcdError
 from .lease import Lease
@@ -29,16 +28,14 @@ from .fileserver import FileServers, base_volume
 from .managers import Managers
 from .relay import Relays
 from .smb import MountFailed, method
-from .state import (CLIENT, CREATING, INFO, MOUNTED, READY, START, STAT, STOP, USER, State, check_name,
-                    clients, keys)
+from .state import MOUNTED, READY, START, STOP, USER, State, check_name
 
 log = logging.getLogger("vmdkops.plugin")
 NOT_INITIALIZED = "VSSD volume driver is not fully initialized yet."
 LEASE_TTL = 10
-HELPER_INTERVAL = 15
 
 
-class VfileDriver(RefcountedDriver):
+class VfileDriver(Background, RefcountedDriver):
     ERRORS = (DriverError, fs.FsError, OSError, EtcdError, DockerError, DockerUnavailable, MountFailed)
 
     def __init__(self, config):
@@ -53,6 +50,7 @@ class VfileDriver(RefcountedDriver):
         self.managers = Managers(self)
         self.initialized = threading.Event()
         self.refused = None  # why the plugin cannot serve at all (a locked swarm)
+        self.unsettled = set()  # volumes unmounted here while etcd did not answer
         self.stopping = threading.Event()
         self.lease = Lease(self.etcd, LEASE_TTL, self._register_all)
 
@@ -130,14 +128,8 @@ class VfileDriver(RefcountedDriver):
         self._initialized()
         check_name(name)
         opts = {str(k): str(v) for k, v in (opts or {}).items()}
-        info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts}
-        made, ranges = self.etcd.txn(
-            [kv.absent(STAT + name)],
-            [kv.put(STAT + name, CREATING), kv.put(INFO + name, json.dumps(info))]
-            + [kv.put(key, "0") for key in keys(name)[2:]],
-            [kv.get(INFO + name)])
-        if not made:
-            stored = json.loads(ranges[0][0].value).get("opts", {}) if ranges and ranges[0] else {}
+        stored = self.store.create(name, {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts})
+        if stored is not None:
             if stored == opts:
                 return
             raise DriverError(f"Volume {name} already exists with different options")
@@ -145,16 +137,12 @@ class VfileDriver(RefcountedDriver):
             self.docker.post("/volumes/create", {"Name": base_volume(name), "Driver": self.config.InternalDriver,
                                                  "DriverOpts": opts})
         except (DockerError, DockerUnavailable) as exc:
-            self._forget(name)
+            self.store.forget(name)
             raise DriverError(f"Failed to create internal volume {name}. Reason: {exc}. Check the status "
                               f'of the volumes belonging to driver "{self.config.InternalDriver}".') from None
-        done, _ = self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.put(STAT + name, READY)])
-        if not done:
+        if not self.store.created(name):
             raise DriverError(f"Failed to set status of volume {name} to ready. Reason: it was removed "
                               "while it was being created")
-
-    def _forget(self, name):
-        self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.delete(key) for key in keys(name)])
 
     def remove(self, name):
         self._initialized()
@@ -166,16 +154,15 @@ class VfileDriver(RefcountedDriver):
         while True:
             unlock = self.lock(name)
             try:
-                _, (stat, users) = self.etcd.txn(
-                    [], [kv.get(STAT + name), kv.get(clients(name), prefix=True)])
-                if not stat:
+                snapshot = self.store.snapshot(name)
+                if snapshot is None:
                     return  # gone already
-                if users:
+                if snapshot.mounts:
                     raise DriverError(f"Remove failed: volume {name} is mounted on node(s) "
-                                      f"{', '.join(sorted(c.value for c in users))}")
-                if stat[0].value != MOUNTED:
+                                      f"{', '.join(snapshot.clients())}")
+                if snapshot.state != MOUNTED:
                     self._delete_base(name)
-                    self.etcd.txn([], [kv.delete(key) for key in keys(name)])
+                    self.store.delete(name)
                     return
             finally:
                 unlock()
@@ -219,13 +206,10 @@ class VfileDriver(RefcountedDriver):
         before = self.etcd.requests()
         unlock = self.lock(name)
         try:
-            _, (stat, info) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name)])
-            if not stat:
+            snapshot = self.store.snapshot(name)
+            if snapshot is None:
                 raise DriverError("No such volume")
-            if stat[0].value != MOUNTED:
-                info = self.store.wait_for(name, MOUNTED, START)
-            else:
-                info = json.loads(info[0].value)
+            info = snapshot.info if snapshot.state == MOUNTED else self.store.wait_for(name, MOUNTED, START)
             try:
                 port = self.relays.point(name, info["address"], info["port"])
                 self.mounter.mount(name, self.target(name), "127.0.0.1", port, info["username"],
@@ -244,20 +228,19 @@ class VfileDriver(RefcountedDriver):
                  self.etcd.requests() - before)
 
     def _register(self, name):
-        self.lease.use(lambda lease: self._put_client(name, lease))
+        """This node's mount of ``name``: its record, and that it is alive."""
+        self.lease.use(lambda lease: self.store.mount(name, self.cluster.node_id, self.cluster.address, lease))
 
     def _register_all(self, lease):
+        """(A new lease.) This node is alive again for every volume it mounts."""
         for name in list(self.counts):
-            self._put_client(name, lease)
-
-    def _put_client(self, name, lease):
-        self.etcd.put(f"{CLIENT}{name}_{self.cluster.node_id}", self.cluster.address, lease)
+            self.store.alive_again(name, self.cluster.node_id, self.cluster.address, lease)
 
     def _release_server(self, name):
         """After this node stopped using a volume: if no node uses it, ask
         the managers to stop its file server (they check again, locked)."""
         try:
-            if not self.etcd.range(clients(name), prefix=True):
+            if not self.store.mounts_of(name):
                 self.store.increment(STOP + name)
         except (EtcdError, DriverError) as exc:  # a volume that is gone has no trigger: no server
             log.warning("Could not ask for the file server of %s to stop: %s", name, exc)
@@ -266,13 +249,33 @@ class VfileDriver(RefcountedDriver):
         before = self.etcd.requests()
         self.mounter.unmount(name, self.target(name))
         self.relays.stop(name)
+        try:
+            self._unregister(name)
+        except EtcdError as exc:
+            # Unmounted here all the same: the record must not pin the volume.
+            log.warning("The unmount of %s is recorded in etcd as soon as it answers: %s", name, exc)
+            with self.state:
+                self.unsettled.add(name)
+        log.info("Unmounted name=%s etcd_requests=%d", name, self.etcd.requests() - before)
+
+    def _unregister(self, name):
         unlock = self.lock(name)
         try:
-            self.etcd.delete(f"{CLIENT}{name}_{self.cluster.node_id}")
+            self.store.unmount(name, self.cluster.node_id)
             self._release_server(name)
         finally:
             unlock()
-        log.info("Unmounted name=%s etcd_requests=%d", name, self.etcd.requests() - before)
+
+    def _settle_unmounts(self):
+        """(The helper loop's.) Record the unmounts that etcd did not hear of."""
+        with self.state:
+            names = list(self.unsettled)
+        for name in names:
+            if not self.users(name):  # mounted again meanwhile: its record is right
+                self._unregister(name)
+                log.info("The unmount of %s is recorded in etcd", name)
+            with self.state:
+                self.unsettled.discard(name)
 
     def recover_in_use(self, name):
         try:
@@ -291,110 +294,52 @@ class VfileDriver(RefcountedDriver):
 
     def get(self, name):
         self._initialized()
-        _, (stat, info, users) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name),
-                                                      kv.get(clients(name), prefix=True)])
-        if not stat:
-            raise DriverError("No such volume")
         try:
-            details = json.loads(info[0].value) if info else {}
-        except ValueError as exc:
-            raise DriverError(f"Failed to unmarshal data. {exc}") from None
-        status = {"Volume Status": stat[0].value, "Global Refcount": len(users),
+            snapshot = self.store.snapshot(name)
+        except EtcdError as exc:
+            if not self.users(name):
+                raise
+            # Docker asks Get before each Unmount: a node cut off from the
+            # managers must still be able to let its containers' mounts go.
+            log.warning("Get %s: etcd is out of reach (%s): answered from this node's mounts", name, exc)
+            return {"Name": name, "Mountpoint": self.path(name),
+                    "Status": {"Volume Status": f"Mounted on this node; etcd is out of reach ({exc})"}}
+        if snapshot is None:
+            raise DriverError("No such volume")
+        details = snapshot.info
+        status = {"Volume Status": snapshot.state, "Global Refcount": len(snapshot.mounts),
                   "File server Port": details.get("port") or 0,
                   "Service name": details.get("serviceName") or "",
-                  "Clients": sorted(c.value for c in users) or None,
+                  "Clients": snapshot.clients() or None,
                   "Options": details.get("opts") or {}}
         return {"Name": name, "Mountpoint": self.path(name), "Status": status}
 
     def list(self):
         self._initialized()
-        names = sorted(k.key[len(STAT):] for k in self.etcd.range(STAT, prefix=True) if "/" not in k.key)
-        return [{"Name": name, "Mountpoint": self.path(name)} for name in names]
+        return [{"Name": name, "Mountpoint": self.path(name)} for name in sorted(self.store.states())]
 
     def path(self, name):
         return self.mountpoint(name) if self.users(name) else ""
 
-    def lock(self, name, which="gref"):
-        return self.lease.use(lambda lease: self.store.lock(name, lease, which))
+    def lock(self, name):
+        """The volume's mounts' lock."""
+        return self.lease.use(lambda lease: self.store.mounts_lock(name, lease))
+
+    def server_lock(self, name):
+        """The volume's file server's lock (after its mounts' lock, where both are taken)."""
+        return self.lease.use(lambda lease: self.store.server_lock(name, lease))
 
     # -- this node: its registrations, and where the servers of its mounts are ---------------------
 
     def _reconcile_clients(self):
-        """After a restart: this node's client keys are the volumes mounted
-        here, no more (a key of a mount that ended while the plugin was down
-        goes) and no fewer (a mount that outlived the old lease comes back)."""
-        mine = f"_{self.cluster.node_id}"
-        for item in self.etcd.range(CLIENT, prefix=True):
-            name = item.key[len(CLIENT):-len(mine)] if item.key.endswith(mine) else None
-            if name is not None and not self.users(name):
+        """After a restart: this node's mount records and live keys are the
+        volumes mounted here, no more (a mount that ended while the plugin was
+        down goes) and no fewer (a mount that outlived the old lease comes back)."""
+        node = self.cluster.node_id
+        recorded = {name for name, nodes in self.store.mounted().items() if node in nodes}
+        recorded |= {name for name, alive in self.store.alive() if alive == node}
+        for name in sorted(recorded):
+            if not self.users(name):
                 log.info("Dropping the stale registration of %s on this node", name)
-                self.etcd.delete(item.key)
+                self.store.unmount(name, node)
                 self._release_server(name)
-
-    def _follow_servers(self):
-        """Point the relays of this node's mounts at their file server when it
-        moves (swarm started it on another node)."""
-        while not self.stopping.is_set():
-            try:
-                revision = self.etcd.revision() + 1
-                self._point_relays()
-                while not self.stopping.is_set():
-                    revision = self.etcd.watch(INFO, revision, self._on_info)
-                    if not self.stopping.is_set():
-                        self.stopping.wait(1)
-                        self._point_relays()
-            except EtcdError as exc:
-                log.warning("Following the file servers failed: %s", exc)
-                self.stopping.wait(1)
-
-    def _point_relays(self):
-        for name in self.relays.volumes():
-            info = self.etcd.get(INFO + name)
-            if info:
-                self._point(name, info)
-
-    def _on_info(self, kind, item, previous):
-        name = item.key[len(INFO):]
-        if kind == "PUT" and name in self.relays.volumes():
-            self._point(name, item.value)
-
-    def _point(self, name, info):
-        details = json.loads(info)
-        if details.get("address") and details.get("port") and \
-                self.relays.move(name, details["address"], details["port"]):
-            log.info("The file server of %s is now at %s:%s", name, details["address"], details["port"])
-
-    # -- the helper loop: roles, dead nodes, orphans ------------------------------------------------
-
-    def _helper(self):
-        """Every HELPER_INTERVAL seconds: follow the swarm's rotation of this
-        node's certificate and its swarm role (a promoted node joins the etcd
-        cluster, a demoted one leaves it) and, on a manager, stop the file
-        servers nobody uses any more (their last client was a node that died)
-        or whose volume is gone."""
-        while not self.stopping.wait(HELPER_INTERVAL):
-            try:
-                self.cluster.secure()  # the swarm may have rotated the node's certificate
-                self._follow_role()
-                if self.managers.active:
-                    if not self.config.EtcdEndpoints:
-                        self.cluster.write_hosts()
-                    self.managers.collect()
-            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, DriverError,
-                    OSError) as exc:
-                log.warning("Helper loop: %s", exc)
-
-    def _follow_role(self):
-        manager = self.cluster.is_manager(fresh=True)
-        if manager and not self.managers.active:
-            log.info("Node is promoted to manager, prepare to join ETCD cluster")
-            if not self.config.EtcdEndpoints:
-                self.cluster.start_member()
-            self.managers.start()
-        elif not manager:
-            if self.managers.active:
-                log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
-                self.managers.stop()
-            if not self.config.EtcdEndpoints and self.cluster.runs_member():  # until it has left
-                self.cluster.leave()
-                log.info("Stopped ETCD service due to demotion")

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import threading
 import time
 
@@ -21,6 +22,10 @@ log = logging.getLogger("vmdkops.plugin")
 TIMEOUT = 2.0
 FAILED_FOR = 30.0  # seconds an endpoint that failed is tried last
 ELECTION = 5.0  # seconds a request waits out an election (etcd's takes one or two)
+# How a kept-alive connection that the other end closed fails (over TLS: the
+# gate of a manager whose etcd or plugin restarted); it is opened again once.
+CLOSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
+          ssl.SSLZeroReturnError)
 
 
 class EtcdError(Exception):
@@ -83,21 +88,24 @@ def value_is_not(key, value):
     return {"key": _b64(key), "result": "NOT_EQUAL", "target": "VALUE", "value": _b64(value)}
 
 
-def put(key, value, lease=0):
+def put_op(key, value, lease=0):
+    """A transaction's put."""
     request = {"key": _b64(key), "value": _b64(value)}
     if lease:
         request["lease"] = str(lease)
     return {"request_put": request}
 
 
-def get(key, prefix=False):
+def get_op(key, prefix=False):
+    """A transaction's range."""
     request = {"key": _b64(key)}
     if prefix:
         request["range_end"] = _b64(prefix_end(key))
     return {"request_range": request}
 
 
-def delete(key, prefix=False):
+def delete_op(key, prefix=False):
+    """A transaction's delete."""
     request = {"key": _b64(key)}
     if prefix:
         request["range_end"] = _b64(prefix_end(key))
@@ -217,8 +225,7 @@ class Etcd:
                     answer = response.read()
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop(endpoint)
-                    if attempt == 1 and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
-                                                         ConnectionResetError)):
+                    if attempt == 1 and isinstance(exc, CLOSED):
                         continue
                     problems.append(f"{endpoint}: {exc or type(exc).__name__}")
                     self._fared(endpoint, False)
@@ -258,10 +265,10 @@ class Etcd:
         return [KeyValue(kv) for kv in self.call("kv/range", body).get("kvs", [])]
 
     def put(self, key, value, lease=0):
-        self.call("kv/put", put(key, value, lease)["request_put"])
+        self.call("kv/put", put_op(key, value, lease)["request_put"])
 
     def delete(self, key, prefix=False):
-        self.call("kv/deleterange", delete(key, prefix)["request_delete_range"])
+        self.call("kv/deleterange", delete_op(key, prefix)["request_delete_range"])
 
     def txn(self, compare, success, failure=()):
         """(succeeded, [the KeyValues of each range, in order])."""
@@ -313,7 +320,7 @@ class Etcd:
         """Hold the mutex ``name`` (bound to ``lease``) until the returned
         ``unlock()``; ``EtcdError`` when it is not ours within ``timeout``."""
         mine = f"{name}/{lease:x}-{secrets.token_hex(4)}"  # one key per holder, threads included
-        self.txn([absent(mine)], [put(mine, "", lease)])
+        self.txn([absent(mine)], [put_op(mine, "", lease)])
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
@@ -321,7 +328,7 @@ class Etcd:
             if owner is not None and owner.key == mine:
                 return lambda: self._unlock(mine)
             if owner is None:  # our key is gone: the lease expired
-                self.txn([absent(mine)], [put(mine, "", lease)])
+                self.txn([absent(mine)], [put_op(mine, "", lease)])
             if time.monotonic() > deadline:
                 self._unlock(mine)
                 raise EtcdError("ETCD Lock blocking wait timeout")

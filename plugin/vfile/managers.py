@@ -7,13 +7,13 @@ where swarm runs a server that it moved, and stop the servers nobody needs."""
 import json
 import logging
 import threading
+import time
 
 from ..docker_api import DockerError, DockerUnavailable
 from ..refcount import DriverError
-from . import etcd as kv
 from .etcd import EtcdError
 from .fileserver import ServerFailed, service_name
-from .state import INFO, MOUNTED, READY, START, START_MARK, STAT, STOP, STOP_MARK, clients
+from .state import MOUNTED, START, START_MARK, STOP, STOP_MARK
 
 log = logging.getLogger("vmdkops.plugin")
 SERVER_CHECK = 2
@@ -24,6 +24,38 @@ class Managers:
         self.driver = driver
         self.etcd, self.store, self.servers = driver.etcd, driver.store, driver.servers
         self.active = False
+        self._down_since = {}  # node -> when this manager first saw the swarm report it down
+
+    def _settle_unreachable(self):
+        """Mount records of nodes out of reach say since when; those of nodes
+        the swarm has reported down (or removed) for longer than the grace
+        period are dropped: such a node is dead for shared volumes."""
+        mounted, alive = self.store.mounted(), self.store.alive()
+        if not mounted:
+            return
+        down = self._down_for(mounted)
+        now = time.time()
+        for name, nodes in mounted.items():
+            for node, record in nodes.items():
+                if (name, node) in alive:
+                    if record.get("unreachable"):
+                        self.store.mark_reachable(name, node, record)
+                elif down.get(node, 0) > self.driver.config.DeadNodeGrace:
+                    log.warning("Node %s has been down for %.0f s: its mount of %s no longer counts",
+                                node, down[node], name)
+                    self.store.drop_node(name, node)
+                elif not record.get("unreachable"):
+                    self.store.mark_unreachable(name, node, record, now)
+
+    def _down_for(self, mounted):
+        """Node -> seconds since this manager first saw the swarm report it down,
+        or saw a node that mounts a volume missing from the swarm."""
+        nodes = {n["ID"]: (n.get("Status") or {}).get("State") for n in self.driver.docker.get("/nodes")}
+        down = {node for node, state in nodes.items() if state == "down"}
+        down |= {node for records in mounted.values() for node in records if node not in nodes}
+        now = time.monotonic()
+        self._down_since = {node: self._down_since.get(node, now) for node in down}
+        return {node: now - since for node, since in self._down_since.items()}
 
     def start(self):
         """This node is a manager (at start, or promoted)."""
@@ -58,13 +90,8 @@ class Managers:
                 self.driver.stopping.wait(1)
 
     def _catch_up(self):
-        markers = {k.key: k.value for k in self.etcd.range("SVOLS_st", prefix=True)}
-        for key, value in markers.items():
-            for trigger, marker in ((START, START_MARK), (STOP, STOP_MARK)):
-                if key.startswith(trigger):
-                    name = key[len(trigger):]
-                    if markers.get(marker + name) not in (None, value):
-                        self._handle(trigger, name, value)
+        for trigger, name, value in self.store.missed_events():
+            self._handle(trigger, name, value)
 
     def _on_event(self, kind, item, previous):
         if kind != "PUT" or previous is None:
@@ -82,33 +109,30 @@ class Managers:
         demoted a moment ago learns it in the helper loop) and moved the marker."""
         if not self.driver.cluster.is_manager(fresh=True):
             return False
-        won, _ = self.etcd.txn([kv.value_is_not(marker + name, value)], [kv.put(marker + name, value)])
-        return won
+        return self.store.take_event(marker, name, value)
 
     def _start_server(self, name, value):
         try:
             if not self._won(START_MARK, name, value):
                 return
-            unlock = self.driver.lock(name, "stat")
+            unlock = self.driver.server_lock(name)
         except (EtcdError, DriverError) as exc:
             log.error("Failed to start SMB server for %s: %s", name, exc)
             return
         try:
-            _, (stat, info) = self.etcd.txn([], [kv.get(STAT + name), kv.get(INFO + name)])
-            if not stat or not info:
+            snapshot = self.store.snapshot(name)
+            if snapshot is None or not snapshot.info:
                 return
-            details = json.loads(info[0].value)
-            if stat[0].value == MOUNTED and self.servers.find(name) is not None:
+            if snapshot.state == MOUNTED and self.servers.find(name) is not None:
                 log.info("Volume is already in desired state Mounted name=%s", name)
                 return
+            details = dict(snapshot.info)
             address, port = self.servers.start(name, details["username"], details["password"],
                                                self.driver.timeout)
             details.update(address=address, port=port, serviceName=service_name(name))
-            done, _ = self.etcd.txn([kv.value_is(STAT + name, stat[0].value)],
-                                    [kv.put(INFO + name, json.dumps(details)), kv.put(STAT + name, MOUNTED)])
-            if not done:
+            if not self.store.server_started(name, snapshot.state, details):
                 log.error("Failed to update state of %s from Ready to Mounted", name)
-        except (EtcdError, ServerFailed, DockerError, DockerUnavailable, KeyError, ValueError) as exc:
+        except (EtcdError, ServerFailed, DockerError, DockerUnavailable, DriverError, KeyError) as exc:
             log.error("Failed to start SMB server for %s: %s", name, exc)
         finally:
             unlock()
@@ -118,25 +142,19 @@ class Managers:
             if not self._won(STOP_MARK, name, value):
                 return
             # The mounts' lock first: a node that is mounting holds it until
-            # its client key is in, so no server is stopped under it.
+            # its record is in, so no server is stopped under it.
             unlock_mounts = self.driver.lock(name)
         except (EtcdError, DriverError) as exc:
             log.error("Failed to stop SMB server for %s: %s", name, exc)
             return
         try:
-            unlock = self.driver.lock(name, "stat")
+            unlock = self.driver.server_lock(name)
             try:
-                if self.etcd.range(clients(name), prefix=True):
+                if self.store.mounts_of(name):
                     log.info("Volume %s still has global users, cannot stop the server", name)
                     return
                 self.servers.stop(name, self.driver.timeout)
-                info = self.etcd.get(INFO + name)
-                if info is not None:
-                    details = json.loads(info)
-                    for key in ("address", "port", "serviceName"):
-                        details.pop(key, None)
-                    self.etcd.txn([kv.present(STAT + name)], [kv.put(STAT + name, READY),
-                                                              kv.put(INFO + name, json.dumps(details))])
+                self.store.server_stopped(name)
             finally:
                 unlock()
         except (EtcdError, ServerFailed, DockerError, DockerUnavailable, DriverError, ValueError) as exc:
@@ -164,7 +182,7 @@ class Managers:
                 log.warning("Checking the file servers failed: %s", exc)
 
     def _follow_server(self, name):
-        info = self.etcd.get(INFO + name)
+        info = self.store.info_text(name)
         service = self.servers.find(name)
         if info is None or service is None:
             return
@@ -172,17 +190,18 @@ class Managers:
         details = json.loads(info)
         if found is None or found == (details.get("address"), details.get("port")):
             return
-        details.update(address=found[0], port=found[1])
-        moved, _ = self.etcd.txn([kv.value_is(INFO + name, info)], [kv.put(INFO + name, json.dumps(details))])
-        if moved:
+        if self.store.server_moved(name, info, *found):
             log.info("The file server of %s moved to %s:%s", name, *found)
 
     def collect(self):
-        """(The helper loop's, on a manager.) Stop the file servers no node uses
-        any more (their last client died) and those whose volume is gone."""
-        states, used = self.store.states(), self.store.used()
+        """(The helper loop's, on a manager.) Note the mounts of nodes out of
+        reach; drop those of nodes the swarm has reported down for longer than
+        ``DeadNodeGrace``; stop the file servers no node uses any more and
+        those whose volume is gone."""
+        self._settle_unreachable()
+        states, mounted = self.store.states(), self.store.mounted()
         for name, state in states.items():
-            if state == MOUNTED and name not in used:
+            if state == MOUNTED and name not in mounted:
                 log.info("No node uses %s any more: its file server stops", name)
                 self.store.increment(STOP + name)
         for name in self.servers.volumes_served():

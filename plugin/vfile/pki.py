@@ -58,7 +58,7 @@ class NodeIdentity:
     def __init__(self, source, target):
         self.source, self.target = source, target
         self.cert, self.key, self.ca = (os.path.join(target, f"node.{kind}") for kind in ("crt", "key", "ca"))
-        self._context = None
+        self._contexts = {}
 
     def refresh(self):
         """Copy what changed; whether anything did."""
@@ -78,7 +78,7 @@ class NodeIdentity:
         for kind, path in (("cert", self.cert), ("key", self.key), ("ca", self.ca)):
             changed |= _write_if_changed(path, read[kind])
         if changed:
-            self._context = None
+            self._contexts = {}
             log.info("The node's swarm certificate for etcd is %s", self.cert)
         return changed
 
@@ -91,15 +91,19 @@ class NodeIdentity:
                                            + "-----END CERTIFICATE-----\n")
         return MANAGER_NAME.encode() in der  # a manager's names it (OU and SAN), a worker's never
 
-    def context(self):
+    def context(self, protocol=None):
         """A client context: this node's certificate, and the swarm's CA as the
-        only one trusted (the server's name to check is ``MANAGER_NAME``)."""
-        if self._context is None:
+        only one trusted (the server's name to check is ``MANAGER_NAME``);
+        ``protocol`` the one to ask for in the handshake (ALPN), if any."""
+        context = self._contexts.get(protocol)
+        if context is None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.load_verify_locations(self.ca)
             context.load_cert_chain(self.cert, self.key)
-            self._context = context
-        return self._context
+            if protocol:
+                context.set_alpn_protocols([protocol])
+            self._contexts[protocol] = context
+        return context
 
 
 def _write_if_changed(path, text):

@@ -1,0 +1,93 @@
+"""What a vfile plugin does in the background on its node: follow the file
+servers of its mounts when swarm moves them (the relays are pointed at the
+new place), and every ``HELPER_INTERVAL`` seconds follow the swarm's
+rotation of the node's certificate and the node's swarm role (a promoted
+node joins the etcd cluster, a demoted one leaves it), record the unmounts
+etcd did not hear of, and on a manager keep etcd's hosts and gate and stop
+the file servers nobody uses any more."""
+
+import json
+import logging
+
+from ..docker_api import DockerError, DockerUnavailable
+from ..refcount import DriverError
+from .cluster import NotReady
+from .etcd import EtcdError
+from .pki import NoCertificates
+from .state import INFO
+
+log = logging.getLogger("vmdkops.plugin")
+HELPER_INTERVAL = 15
+
+
+class Background:
+    """(Mixed into ``VfileDriver``.)"""
+
+    def _follow_servers(self):
+        """Point the relays of this node's mounts at their file server when it
+        moves (swarm started it on another node)."""
+        while not self.stopping.is_set():
+            try:
+                revision = self.etcd.revision() + 1
+                self._point_relays()
+                while not self.stopping.is_set():
+                    revision = self.etcd.watch(INFO, revision, self._on_info)
+                    if not self.stopping.is_set():
+                        self.stopping.wait(1)
+                        self._point_relays()
+            except EtcdError as exc:
+                log.warning("Following the file servers failed: %s", exc)
+                self.stopping.wait(1)
+
+    def _point_relays(self):
+        for name in self.relays.volumes():
+            info = self.store.info_text(name)
+            if info:
+                self._point(name, info)
+
+    def _on_info(self, kind, item, previous):
+        name = item.key[len(INFO):]
+        if kind == "PUT" and name in self.relays.volumes():
+            self._point(name, item.value)
+
+    def _point(self, name, info):
+        details = json.loads(info)
+        if details.get("address") and details.get("port") and \
+                self.relays.move(name, details["address"], details["port"]):
+            log.info("The file server of %s is now at %s:%s", name, details["address"], details["port"])
+
+    def _helper(self):
+        """Every HELPER_INTERVAL seconds: follow the swarm's rotation of this
+        node's certificate and its swarm role (a promoted node joins the etcd
+        cluster, a demoted one leaves it) and, on a manager, stop the file
+        servers nobody uses any more (their last client was a node that died)
+        or whose volume is gone."""
+        while not self.stopping.wait(HELPER_INTERVAL):
+            try:
+                self.cluster.secure()  # the swarm may have rotated the node's certificate
+                self._settle_unmounts()
+                self._follow_role()
+                if self.managers.active:
+                    if not self.config.EtcdEndpoints:
+                        self.cluster.write_hosts()
+                        if self.cluster.gate is not None:
+                            self.cluster.gate.refresh()  # a node removed from the swarm is let in no more
+                    self.managers.collect()
+            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, DriverError,
+                    OSError) as exc:
+                log.warning("Helper loop: %s", exc)
+
+    def _follow_role(self):
+        manager = self.cluster.is_manager(fresh=True)
+        if manager and not self.managers.active:
+            log.info("Node is promoted to manager, prepare to join ETCD cluster")
+            if not self.config.EtcdEndpoints:
+                self.cluster.start_member()
+            self.managers.start()
+        elif not manager:
+            if self.managers.active:
+                log.info("Node is demoted from manager to worker, prepare to leave ETCD cluster")
+                self.managers.stop()
+            if not self.config.EtcdEndpoints and self.cluster.runs_member():  # until it has left
+                self.cluster.leave()
+                log.info("Stopped ETCD service due to demotion")
