@@ -280,6 +280,19 @@ def make_certificate(folder, name, san, ca=None):
     return cert, key
 
 
+def tls_etcd(folder, server, ca, port, advertised, peer_port):
+    """A one-member etcd serving clients over TLS on ``port`` with ``server``'s
+    (cert, key), taking only clients with a certificate of ``ca``."""
+    with open(folder / "etcd.log", "w") as log:
+        return subprocess.Popen(
+            ["etcd", "--name", "m", "--data-dir", str(folder / "data"),
+             "--listen-client-urls", f"https://127.0.0.1:{port}", "--advertise-client-urls",
+             f"https://127.0.0.1:{advertised}", "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}", "--initial-cluster",
+             f"m=http://127.0.0.1:{peer_port}", "--cert-file", str(server[0]), "--key-file", str(server[1]),
+             "--trusted-ca-file", str(ca[0]), "--client-cert-auth"], stdout=log, stderr=subprocess.STDOUT)
+
+
 class Tls:
     def __init__(self, cert, key, ca, server_name):
         import ssl
@@ -306,14 +319,7 @@ def test_over_tls_only_a_manager_is_a_server(tmp_path, server_role):
     server = make_certificate(tmp_path, "server", f"DNS:{server_role},DNS:nodeid1", ca)
     client = make_certificate(tmp_path, "client", "DNS:swarm-worker,DNS:nodeid2", ca)
     cport, pport = free_ports(2)
-    with open(tmp_path / "etcd.log", "w") as log:
-        process = subprocess.Popen(
-            ["etcd", "--name", "m", "--data-dir", str(tmp_path / "data"),
-             "--listen-client-urls", f"https://127.0.0.1:{cport}", "--advertise-client-urls",
-             f"https://127.0.0.1:{cport}", "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}", "--initial-cluster",
-             f"m=http://127.0.0.1:{pport}", "--cert-file", str(server[0]), "--key-file", str(server[1]),
-             "--trusted-ca-file", str(ca[0]), "--client-cert-auth"], stdout=log, stderr=subprocess.STDOUT)
+    process = tls_etcd(tmp_path, server, ca, cport, cport, pport)
     try:
         member = Etcd([f"127.0.0.1:{cport}"], tls=Tls(*client, ca[0], MANAGER_NAME))
         unchecked = Etcd([f"127.0.0.1:{cport}"], tls=Tls(*client, ca[0], server_role))
@@ -424,14 +430,7 @@ def test_the_gate_takes_only_the_swarms_nodes_now(tmp_path):
     worker = make_certificate(tmp_path, "worker2", "DNS:swarm-worker,DNS:worker2", ca)
     removed = make_certificate(tmp_path, "worker3", "DNS:swarm-worker,DNS:worker3", ca)
     upstream, gate_port, pport = free_ports(3)
-    with open(tmp_path / "etcd.log", "w") as log:
-        process = subprocess.Popen(
-            ["etcd", "--name", "m", "--data-dir", str(tmp_path / "data"),
-             "--listen-client-urls", f"https://127.0.0.1:{upstream}", "--advertise-client-urls",
-             f"https://127.0.0.1:{gate_port}", "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}", "--initial-cluster",
-             f"m=http://127.0.0.1:{pport}", "--cert-file", str(manager[0]), "--key-file", str(manager[1]),
-             "--trusted-ca-file", str(ca[0]), "--client-cert-auth"], stdout=log, stderr=subprocess.STDOUT)
+    process = tls_etcd(tmp_path, manager, ca, upstream, gate_port, pport)
     nodes, swarm_answers = {"manager1", "worker2", "worker3"}, threading.Event()
 
     def swarm_nodes():

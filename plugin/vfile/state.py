@@ -203,14 +203,15 @@ class State:
 
     def mark_unreachable(self, name, node, record, since):
         """Note, once, since when a node that mounts the volume is out of reach."""
-        key = f"{MOUNT}{name}_{node}"
-        self.etcd.txn([kv.value_is(key, json.dumps(record))],
-                      [kv.put_op(key, json.dumps(dict(record, unreachable=since)))])
+        self._rewrite(name, node, record, dict(record, unreachable=since))
 
     def mark_reachable(self, name, node, record):
+        self._rewrite(name, node, record, {k: v for k, v in record.items() if k != "unreachable"})
+
+    def _rewrite(self, name, node, record, new):
+        """A node's mount record ``record`` becomes ``new``, unless it changed meanwhile."""
         key = f"{MOUNT}{name}_{node}"
-        self.etcd.txn([kv.value_is(key, json.dumps(record))],
-                      [kv.put_op(key, json.dumps({k: v for k, v in record.items() if k != "unreachable"}))])
+        self.etcd.txn([kv.value_is(key, json.dumps(record))], [kv.put_op(key, json.dumps(new))])
 
     def drop_node(self, name, node):
         """A node the swarm reports dead: its mount of the volume stops counting."""
