@@ -50,18 +50,18 @@ class Client:
             raise ExecutorError(f"No VM credential: cannot read {self.config.CredentialFile}: "
                                 f"{exc.strerror}") from None
 
-    def run(self, cmd, name="", opts=None, timeout=120.0):
+    def run(self, cmd, name="", opts=None, timeout=120.0, retries=RETRIES):
         """The executor's reply to a command (None for ``null``)."""
         message = protocol.request(cmd, name, opts or None, self.credential(),
                                    os.environ.get("VDVS_TEST_PROTOCOL_VERSION") or protocol.VERSION)
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             try:
                 reply = protocol.call(self.connect, message, timeout)
                 break
             except (OSError, protocol.ProtocolError, ValueError) as exc:
                 code = getattr(exc, "errno", None) or errno.EIO
                 text = f"Run '{cmd}' failed: {os.strerror(code)} (errno={code}) - {exc}"
-                if attempt == RETRIES:
+                if attempt == retries:
                     raise ExecutorError(text + FAQ) from None
                 log.warning("%s Retrying...", text)
                 self.sleep(1)

@@ -68,6 +68,7 @@ class Config(Settings):
     ExecutorVsockPort: int = 0       # 0: not used
     CredentialFile: str = "/var/lib/vmdkops/local-vm.credential"
     Devices: str = "local"           # local | esx: how attached disks are found
+    ReportInterval: int = 5          # seconds between reports that this VM's plugin is alive
 
     PROGRAM = "vsphere-storage-for-docker"
     DEFAULT_CONFIG = "/etc/vsphere-storage-for-docker.conf"
@@ -89,6 +90,8 @@ class Config(Settings):
             self.Driver = "vsphere"
         if self.Devices not in ("local", "esx"):
             raise ConfigError(f"Devices must be 'local' or 'esx', not {self.Devices!r}")
+        if self.ReportInterval < 1:
+            raise ConfigError(f"ReportInterval must be at least 1 (seconds), not {self.ReportInterval}")
 
 
 @dataclass

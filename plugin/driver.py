@@ -7,6 +7,7 @@ The counting and the recovery are the shared ``RefcountedDriver``'s."""
 
 import logging
 import os
+import threading
 
 from . import fs
 from .client import ExecutorError
@@ -23,6 +24,33 @@ class Driver(RefcountedDriver):
         super().__init__(config)
         self.client = client
         self.devices = devices
+        self._stopping = threading.Event()
+
+    # -- liveness -----------------------------------------------------------------
+
+    def start_reporting(self):
+        """Tell the executor every ReportInterval seconds that this VM's
+        plugin is alive: a VM that stops reporting can have its volumes
+        taken over by another (once it is cut off from them)."""
+        threading.Thread(target=self._report, name="report", daemon=True).start()
+
+    def _report(self):
+        failing = False
+        while True:
+            try:
+                self.client.run("report", timeout=self.config.ReportInterval, retries=0)
+                if failing:
+                    log.info("Reports to vmdk-opsd go through again")
+                failing = False
+            except ExecutorError as exc:
+                if not failing:
+                    log.warning("Could not report to vmdk-opsd that this plugin is alive: %s", exc)
+                failing = True
+            if self._stopping.wait(self.config.ReportInterval):
+                return
+
+    def stop(self):
+        self._stopping.set()
 
     # -- names --------------------------------------------------------------------
 

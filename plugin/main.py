@@ -96,6 +96,7 @@ def main(argv=None):
         logging.getLogger("vmdkops.plugin").info(
             "Docker VMDK plugin started socket=%s mount_root=%s", driver.config.socket_path,
             driver.config.MountRoot)
+        driver.start_reporting()
         driver.recover()
 
     return run(configuration.Config, make, started, argv)

@@ -1,6 +1,7 @@
 """A real ``vmdk-opsd`` on a real unix socket for the tests, and a guest-side
 client that speaks its wire protocol with a VM's credential."""
 
+import glob
 import json
 import os
 import signal
@@ -114,3 +115,26 @@ def require_root_and_loops():
     if not os.path.exists("/dev/loop-control"):
         missing("loop device support (/dev/loop-control)")
     return pytest
+
+
+def bound_files():
+    """(st_dev, st_ino) -> loop devices, of every bound loop device of this machine."""
+    found = {}
+    for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(backing) as f:
+                st = os.stat(f.read().strip().removesuffix(" (deleted)"))
+        except OSError:
+            continue
+        found.setdefault((st.st_dev, st.st_ino), []).append("/dev/" + backing.split("/")[3])
+    return found
+
+
+def loops_on(path):
+    st = os.stat(path)
+    return bound_files().get((st.st_dev, st.st_ino), [])
+
+
+def no_file_has_two_loops():
+    doubled = {key: devices for key, devices in bound_files().items() if len(devices) > 1}
+    assert doubled == {}

@@ -133,6 +133,20 @@ def test_attach_and_detach(env):
     assert backend.disk_exists(descriptor)  # detach keeps the disk
 
 
+def test_a_vm_cut_off_a_disk_gives_it_up(env):
+    """A holder that can be cut off (here: no mount on its device, its guest
+    not running) is fenced while the block detaches it; the disk is then free."""
+    backend = env.backend
+    descriptor = env.disk()
+    backend.attach(env.vm_a, descriptor)
+    with backend.fenced(env.vm_a, descriptor):
+        backend.detach(env.vm_a, descriptor)
+    assert backend.attached_to(descriptor) is None
+    backend.attach(env.vm_b, descriptor)
+    assert backend.attached_to(descriptor)[0] == env.vm_b.uuid
+    backend.detach(env.vm_b, descriptor)
+
+
 def test_placement_limits(env):
     """Units 0-6 and 8-15 of at most 4 PVSCSI controllers, the lowest free unit
     first, and the original's message when they are all taken."""

@@ -242,7 +242,8 @@ def test_json_and_csv(admin, inventory):
     admin.ok("vmgroup create --name=vg1 --default-datastore=DS1 --vm-list=VM1 --description='a, b'")
     records = json.loads(admin.ok("vmgroup ls --output-format=json"))
     assert records[1] == {"uuid": records[1]["uuid"], "name": "vg1", "description": "a, b",
-                          "default_datastore": "DS1", "vms": [{"uuid": VM1_UUID, "name": "VM1"}]}
+                          "default_datastore": "DS1", "vms": [{"uuid": VM1_UUID, "name": "VM1"}],
+                          "takeover_after": 30}
     assert json.loads(admin.ok("--output-format json vmgroup vm ls --name vg1")) == [
         {"uuid": VM1_UUID, "name": "VM1"}]
     csv = admin.ok("--output-format=csv vmgroup access ls --name=vg1")

@@ -37,7 +37,7 @@ def test_s18_reset_and_init(admin, inventory, home):
     rows = parse_table(admin.ok("vmgroup ls"))
     assert rows == [{"Uuid": "11111111-1111-1111-1111-111111111111", "Name": "_DEFAULT",
                      "Description": "This is a default vmgroup", "Default_datastore": "_VM_DS",
-                     "VM_list": ""}]
+                     "VM_list": "", "Takeover_after": "30s"}]
 
 
 def test_s19_init_twice(admin, single_node):

@@ -171,7 +171,7 @@ def test_old_revision_is_refused_until_upgraded(admin, inventory, home, db_kind,
     if db_kind == "sqlite":
         assert len(glob.glob(url[len("sqlite:///"):] + ".bak_rev0001_*")) == 1
     row = [line.split() for line in admin.ok("vmgroup ls").splitlines()][2]
-    assert row == ["22222222-2222-2222-2222-222222222222", "old_group", "kept", "_VM_DS"]
+    assert row == ["22222222-2222-2222-2222-222222222222", "old_group", "kept", "_VM_DS", "30s"]
     assert admin.ok("config upgrade").startswith("Config DB at ")
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import parse_table
 
 BOTH = pytest.mark.parametrize("docker_host", ["legacy", "managed"], indirect=True)
 
@@ -183,6 +184,36 @@ def test_recovery_releases_what_no_container_uses(docker_host, executor):
     host.start_plugin()
     assert host.mounted() == []
     assert executor_status(executor, "VM1", "left") == "detached"
+
+
+def test_the_plugin_reports_that_its_vm_is_alive(docker_host, admin):
+    """Every ReportInterval (5 s) the plugin tells the executor that its VM
+    is alive; ``host vm ls`` shows when it last did; a plugin killed falls
+    silent (its VM's volumes can then be taken over)."""
+    from conftest import VM1_UUID
+    from vmdkops_admin import config, liveness
+
+    def last():
+        with config.reader() as query:
+            return liveness.last_reports(query).get(VM1_UUID)
+
+    def wait_for(predicate, timeout=3 * liveness.REPORT_INTERVAL):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return predicate()
+
+    admin.ok("config init --local")
+    host = docker_host()
+    assert wait_for(lambda: last() is not None)
+    rows = {r["Name"]: r["Last_report"] for r in parse_table(admin.ok("host vm ls"))}
+    assert rows["VM1"].endswith("s ago") and rows["VM2"] == "never"
+    host.stop_plugin(__import__("signal").SIGKILL)
+    silent = last()
+    time.sleep(2 * liveness.REPORT_INTERVAL)
+    assert last() == silent
+    host.start_plugin()
+    assert wait_for(lambda: last() > silent)
 
 
 def test_s10_implicit_create(docker_host, executor):

@@ -486,7 +486,8 @@ def test_a_mount_is_a_record_that_outlives_the_nodes_lease(cluster):
     store = State(client, timeout=5)
     assert store.create("v", {"username": "vfile", "password": "p", "opts": {"size": "1gb"}}) is None
     assert store.create("v", {"username": "vfile", "password": "q", "opts": {}}) == {"size": "1gb"}
-    assert store.created("v")
+    assert store.created("v", {"username": "vfile", "password": "p", "opts": {"size": "1gb"}, "vmgroup": "g"})
+    assert store.snapshot("v").info["vmgroup"] == "g"
     first, second = client.grant(60), client.grant(60)
     store.mount("v", "n1", "10.0.0.1", first)
     store.mount("v", "n2", "10.0.0.2", second)

@@ -46,6 +46,7 @@ def test_identity_cannot_be_forged(executor, admin):
     assert volumes(executor, "VM1") == []
     executor.ok("VM1", "remove", "private@DS2")  # removes _DEFAULT's "private", which is none
     assert volumes(executor, "VM2") == ["private@DS2"]
+    assert executor.ok("VM2", "get", "private@DS2")["vmgroup"] == "vg2"
     assert executor.err("VM1", "get", "private@DS2").startswith("Volume private not found")
     # A rotated credential stops working at once.
     old = executor.token("VM2")
@@ -246,10 +247,10 @@ def test_vmdk_files_pass_qemu_img(executor, inventory):
 def test_get_reports_every_key(executor):
     executor.ok("VM1", "create", "v", {"size": "10mb", "fstype": "ext4", "access": "read-only"})
     info = executor.ok("VM1", "get", "v")
-    assert set(info) == {"created by VM", "created", "status", "capacity", "datastore", "fstype",
+    assert set(info) == {"created by VM", "created", "status", "capacity", "datastore", "vmgroup", "fstype",
                          "diskformat", "attach-as", "access", "clone-from"}
-    assert (info["created by VM"], info["status"], info["datastore"], info["access"],
-            info["clone-from"]) == ("VM1", "detached", "DS1", "read-only", "None")
+    assert (info["created by VM"], info["status"], info["datastore"], info["vmgroup"], info["access"],
+            info["clone-from"]) == ("VM1", "detached", "DS1", "_DEFAULT", "read-only", "None")
     executor.ok("VM1", "attach", "v")
     info = executor.ok("VM1", "get", "v")
     assert info["status"] == "attached" and info["attached to VM"] == "VM1"
@@ -264,8 +265,10 @@ def test_attach_rules(executor, admin):
     executor.ok("VM1", "create", "shared")
     first = executor.ok("VM1", "attach", "shared")
     assert executor.ok("VM1", "attach", "shared") == first  # idempotent for the same VM
-    assert executor.err("VM2", "attach", "shared") == \
-        "Failed to attach volume shared@DS1: it is attached to VM VM1"
+    assert executor.err("VM2", "attach", "shared") == (
+        "Failed to attach volume shared@DS1: it is attached to VM VM1, whose plugin has never reported "
+        "(only a VM whose plugin went silent is taken over). If VM VM1 is dead, power it off, or detach "
+        "the volume from it: vmdkops_admin volume detach --volume=shared@DS1 --vmgroup=g --force")
     assert executor.err("VM1", "remove", "shared") == \
         "Failed to remove volume shared, in use by VM = VM1."
     assert admin.err("vmgroup vm rm --name=g --vm-list=VM1") == \

@@ -49,7 +49,7 @@ def test_vms(admin, home):
     assert admin.err("host vm add --name=a,b").startswith("VM name 'a,b' is invalid")
     rows = parse_table(admin.ok("host vm ls"))
     assert rows[-1] == {"Name": "VM1", "Uuid": "564dac12-b1a0-f735-0df3-bceb00b30340",
-                        "Datastore": "datastore1"}
+                        "Datastore": "datastore1", "Last_report": "never"}
     admin.ok("host vm rm --name=VM1")
     assert admin.err("host vm rm --name=VM1") == "Cannot find vm VM1"
 

@@ -5,7 +5,6 @@ host sharing the datastore can plant. After each try: the victim's data is
 unchanged, no second loop device exists on its extent (or any other), the
 attacker learned nothing of the victim's volumes, and the executor serves."""
 
-import glob
 import json
 import os
 import stat
@@ -14,33 +13,12 @@ import time
 
 import pytest
 
+from executor import loops_on, no_file_has_two_loops
+
 pytestmark = pytest.mark.usefixtures("configured")
 
 DATA = b"the victim's own data\n" * 2048   # 45 KB at the start of the disk
 ATTACKER_GROUP = "attackers"
-
-
-def bound_files():
-    """(st_dev, st_ino) -> loop devices, of every bound loop device of this machine."""
-    found = {}
-    for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
-        try:
-            with open(backing) as f:
-                st = os.stat(f.read().strip().removesuffix(" (deleted)"))
-        except OSError:
-            continue
-        found.setdefault((st.st_dev, st.st_ino), []).append("/dev/" + backing.split("/")[3])
-    return found
-
-
-def loops_on(path):
-    st = os.stat(path)
-    return bound_files().get((st.st_dev, st.st_ino), [])
-
-
-def no_file_has_two_loops():
-    doubled = {key: devices for key, devices in bound_files().items() if len(devices) > 1}
-    assert doubled == {}
 
 
 class Victim:

@@ -533,3 +533,57 @@ def test_reconfigures_of_one_vm_run_one_at_a_time(vcsim_backend):
         for descriptor in disks:
             backend.delete_disk(descriptor)
         backend.wait(vm_object.Destroy_Task())
+
+
+def set_heartbeat(home, vm_object, status):
+    """The guest heartbeat VMware Tools would report for a VM of the simulator."""
+    import ssl
+    import urllib.request
+
+    settings = json.loads((home / "vsphere.json").read_text())
+    query = urllib.parse.urlencode({"uuid": vm_object.config.uuid, "status": status})
+    request = urllib.request.Request(f"https://{settings['host']}:{settings['port']}/vcsim/heartbeat?{query}",
+                                     method="POST")
+    with urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=10):
+        pass
+
+
+def test_a_silent_vms_disk_is_hot_removed_before_another_takes_it(vsphere_home, admin):
+    """Takeover on vSphere: refused while the holder's guest still runs
+    (its heartbeat green), however long its plugin is silent; once the
+    guest is gone the disk is removed from the holder, then added to the
+    VM asking."""
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    backend = get_backend()
+    holder, taker = make_vm(backend, "docker-host-a"), make_vm(backend, "docker-host-b")
+    for vm_object in (holder, taker):
+        backend.wait(vm_object.PowerOnVM_Task())
+    admin.ok("vmgroup update --name=_DEFAULT --takeover-after=1s")
+    executor = Executor(vsphere_home).start("--backend", "vsphere")
+    try:
+        executor.ok("docker-host-a", "create", "db", {"size": "1mb"})
+        executor.ok("docker-host-a", "attach", "db")
+        executor.ok("docker-host-a", "report")
+        set_heartbeat(vsphere_home, holder, "green")
+        time.sleep(1.5)
+        error = executor.err("docker-host-b", "attach", "db")
+        assert error.startswith("Failed to attach volume db@") and (
+            "cannot be cut off: its guest still runs (VMware Tools' heartbeat of VM docker-host-a is green); "
+            "nothing was changed") in error
+        assert scsi_layout(holder) == {0: [0]} and scsi_layout(taker) == {0: []}
+        set_heartbeat(vsphere_home, holder, "red")
+        executor.ok("docker-host-b", "attach", "db")
+        assert scsi_layout(holder) == {0: []} and scsi_layout(taker) == {0: [0]}
+        assert executor.ok("docker-host-b", "get", "db")["attached to VM"] == "docker-host-b"
+        events = [e for e in json.loads(admin.ok("report audit --output-format=json")) if e["action"] == "takeover"]
+        assert [e["vm"] for e in events] == ["docker-host-b"]
+        assert events[0]["detail"].startswith("volume db@") and "from VM docker-host-a, silent " in events[0]["detail"]
+        executor.ok("docker-host-b", "detach", "db")
+        executor.ok("docker-host-b", "remove", "db")
+    finally:
+        executor.stop()
+        for vm_object in (holder, taker):
+            backend.wait(vm_object.PowerOffVM_Task())
+            backend.wait(vm_object.Destroy_Task())

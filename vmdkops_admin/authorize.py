@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
 from .db.models import Privilege, Vm, VmGroup, Volume
 from .errors import OPT_VOLUME_SIZE_INVALID, VmdkopsError
+from .liveness import DEFAULT_TAKEOVER_AFTER
 from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 
 VM_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS]
@@ -39,6 +40,7 @@ class Tenant:
     default_datastore_url: str
     id: Optional[int] = None  # None: simulated (no config DB)
     rules: dict = field(default_factory=dict)  # datastore url -> Rule
+    takeover_after: Optional[int] = DEFAULT_TAKEOVER_AFTER  # None: never
 
 
 def simulated_default():
@@ -62,7 +64,7 @@ def tenant_of(session, vm):
 def tenant_of_group(session, group):
     rules = {p.datastore_url: Rule(p.allow_create, p.max_volume_size, p.usage_quota)
              for p in session.scalars(select(Privilege).where(Privilege.vmgroup_id == group.id))}
-    return Tenant(group.uuid, group.name, group.default_datastore_url, group.id, rules)
+    return Tenant(group.uuid, group.name, group.default_datastore_url, group.id, rules, group.takeover_after)
 
 
 def rule_for(tenant, target_url, vm_datastore_url, short_name):

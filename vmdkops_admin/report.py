@@ -187,4 +187,4 @@ def audit_events(session, since=None, vmgroup=None, vm=None, failed=False):
         query = query.where(AuditEvent.outcome == "failed")
     return [{"at": e.at.strftime("%Y-%m-%dT%H:%M:%SZ"), "source": e.source, "actor": e.actor,
              "action": e.action, "vmgroup": e.vmgroup, "vm": e.vm, "target": e.target,
-             "outcome": e.outcome, "error": e.error} for e in session.scalars(query)]
+             "outcome": e.outcome, "detail": e.detail, "error": e.error} for e in session.scalars(query)]

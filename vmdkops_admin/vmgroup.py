@@ -14,9 +14,11 @@ from . import errors
 from .backends import ALL_DS, VM_DS, datastore_names
 from .db.models import Privilege, Vm, VmGroup, Volume
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
+from .liveness import DEFAULT_TAKEOVER_AFTER
 from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
 
 _NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
+UNCHANGED = object()  # an update that leaves a setting as it is
 
 
 # -- lookups and validation -------------------------------------------------------
@@ -121,9 +123,11 @@ def _live_names(backend):
 
 # -- vmgroup create | update | rm | ls ------------------------------------------------
 
-def create(session, backend, name, default_datastore, description="", names=None):
+def create(session, backend, name, default_datastore, description="", names=None,
+           takeover_after=DEFAULT_TAKEOVER_AFTER):
     """A vmgroup of the VMs ``names`` whose volumes go to ``default_datastore``
-    (a ``Datastore``) by default."""
+    (a ``Datastore``) by default; ``takeover_after``: seconds of a VM's
+    silence before its volumes may be taken over, None for never."""
     validate_name(name)
     validate_description(description)
     vms = []
@@ -138,7 +142,8 @@ def create(session, backend, name, default_datastore, description="", names=None
 
     group = VmGroup(
         uuid=DEFAULT_VMGROUP_UUID if name == DEFAULT_VMGROUP else str(uuidlib.uuid4()),
-        name=name, description=description or "", default_datastore_url=url)
+        name=name, description=description or "", default_datastore_url=url,
+        takeover_after=takeover_after)
     group.vms = [Vm(uuid=vm.uuid.lower(), name=vm.name) for vm in vms]
     _ensure_full_privilege(group, url)
     session.add(group)
@@ -149,7 +154,8 @@ def create(session, backend, name, default_datastore, description="", names=None
             "to add vm to vmgroup.")
 
 
-def update(session, backend, name, new_name=None, description=None, default_datastore=None):
+def update(session, backend, name, new_name=None, description=None, default_datastore=None,
+           takeover_after=UNCHANGED):
     group = get_vmgroup(session, name)
     url = _default_datastore_url(default_datastore) if default_datastore else None
     if new_name is not None:
@@ -166,6 +172,8 @@ def update(session, backend, name, new_name=None, description=None, default_data
         _ensure_full_privilege(group, url)
     if description is not None:
         group.description = description
+    if takeover_after is not UNCHANGED:
+        group.takeover_after = takeover_after
     if new_name is not None and new_name != name:
         group.name = new_name
         session.flush()
@@ -205,14 +213,15 @@ def list_vmgroups(session, backend):
         select(VmGroup).options(selectinload(VmGroup.vms)).order_by(VmGroup.id))
     return [{"uuid": group.uuid, "name": group.name, "description": group.description,
              "default_datastore": name_of(group.default_datastore_url),
-             "vms": [_vm_record(vm, live) for vm in group.vms]}
+             "vms": [_vm_record(vm, live) for vm in group.vms], "takeover_after": group.takeover_after}
             for group in groups]
 
 
 def not_configured_vmgroups():
     """What ``vmgroup ls`` shows without a config DB: the simulated ``_DEFAULT``."""
     return [{"uuid": DEFAULT_VMGROUP_UUID, "name": DEFAULT_VMGROUP,
-             "description": DEFAULT_VMGROUP_DESCRIPTION, "default_datastore": VM_DS, "vms": []}]
+             "description": DEFAULT_VMGROUP_DESCRIPTION, "default_datastore": VM_DS, "vms": [],
+             "takeover_after": DEFAULT_TAKEOVER_AFTER}]
 
 
 # -- vmgroup vm add | rm | replace | ls ----------------------------------------------

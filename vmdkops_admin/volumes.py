@@ -22,6 +22,7 @@ from .faults import crashpoint
 from .names import VolumeName, parse, validate_new_volume
 from .sizes import human_size, to_mb
 from .steps import step
+from .takeover import take_over
 
 DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
             ("attach-as", "independent_persistent"), ("access", "read-write"),
@@ -93,6 +94,7 @@ class Request:
     datastore: Datastore
     name: VolumeName
     short_name: bool
+    reports: Optional[object] = None  # the executor's liveness.Reports (takeovers)
 
     @property
     def volume(self):
@@ -302,8 +304,9 @@ class Request:
         except AttachedElsewhere as exc:
             # A VM the inventory no longer has: the name the side-car last gave it.
             known = meta.get("attachedVMName") if meta.get("attachedVMUuid") == exc.vm_uuid else None
-            raise VmdkopsError(f"Failed to attach volume {self.full_name}: it is attached to VM "
-                               f"{exc.vm_name or known or exc.vm_uuid}") from None
+            take_over(self, exc.vm_uuid, exc.vm_name or known or exc.vm_uuid)
+            meta = self.backend.read_metadata(self.descriptor) or {}
+            device = self.backend.attach(self.vm, self.descriptor)
         crashpoint("attach:device")
         meta.update({"status": "attached", "attachedVMUuid": self.vm.uuid,
                      "attachedVMName": self.vm.name, "attachedVMDevice": device})
@@ -330,7 +333,7 @@ class Request:
         reply = {"created by VM": meta.get("created-by", "N/A"), "created": meta.get("created", "N/A"),
                  "status": meta.get("status", "detached"),
                  "capacity": {"size": human_size(capacity), "allocated": human_size(allocated)},
-                 "datastore": self.datastore.name}
+                 "datastore": self.datastore.name, "vmgroup": self.tenant.name}
         if meta.get("attachedVMUuid"):
             vm = self.backend.find_vm(meta["attachedVMUuid"])
             reply["attached to VM"] = vm.name if vm else (meta.get("attachedVMName")

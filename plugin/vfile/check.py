@@ -16,15 +16,16 @@ from .state import CREATING, MOUNTED, STOP, USER
 
 def findings(driver):
     """(volume, problem, remedy, repair or None) of everything that disagrees.
-    Nothing that deletes metadata is repaired unless the view is whole: the
-    internal driver listed its volumes without a warning."""
+    Metadata is deleted only on a whole view: the internal driver listed its
+    volumes without a warning, and the volume's base volume, if it were
+    there, would be in the vmgroup this node sees."""
     store, servers = driver.store, driver.servers
     states, used = store.states(), store.mounted()
     served = set(servers.volumes_served())
     listing = driver.docker.get("/volumes")
     whole = not listing.get("Warnings")
-    bases = {v["Name"][len(BASE_PREFIX):].split("@")[0]
-             for v in listing.get("Volumes") or [] if v["Name"].startswith(BASE_PREFIX)}
+    listed = [v["Name"] for v in listing.get("Volumes") or []]
+    bases = {name[len(BASE_PREFIX):].split("@")[0] for name in listed if name.startswith(BASE_PREFIX)}
     found = []
     if not whole:
         found.append(("-", f"the volumes' listing is not whole ({'; '.join(listing['Warnings'])})",
@@ -40,10 +41,17 @@ def findings(driver):
     for name in sorted(bases - set(states)):
         found.append((name, f"a base volume {BASE_PREFIX}{name} without metadata",
                       f"make it a shared volume again (--repair), or remove it: docker volume rm "
-                      f"{BASE_PREFIX}{name}", lambda name=name: store.adopt(name, {
-                          "username": USER, "password": secrets.token_urlsafe(18), "opts": {}})))
+                      f"{BASE_PREFIX}{name}", lambda name=name: _adopt(store, servers, name)))
+    here = _vmgroup_here(servers, listed)
     for name in sorted(set(states) - bases):
         if states[name] == CREATING:
+            continue
+        snapshot = store.snapshot(name)
+        vmgroup = snapshot.info.get("vmgroup") if snapshot else None
+        if vmgroup is None or vmgroup != here:
+            found.append((name, f"its base volume is not visible from this node (it is in vmgroup "
+                                f"{vmgroup or 'unknown'}; this node sees {here or 'no vmgroup'})",
+                          "check from a node of that vmgroup, or docker volume rm it", None))
             continue
         found.append((name, "metadata without a base volume (its data is gone)",
                       "remove the metadata (--repair), or docker volume rm it",
@@ -53,6 +61,22 @@ def findings(driver):
             found.append((name, "a file server runs that no node uses", "stop it (--repair)",
                           lambda name=name: store.increment(STOP + name)))
     return found
+
+
+def _vmgroup_here(servers, listed, tries=5):
+    """The vmgroup this node's internal driver acts in, as the status of one
+    of its volumes tells (base volumes first); None when none tells."""
+    for name in sorted(listed, key=lambda n: not n.startswith(BASE_PREFIX))[:tries]:
+        vmgroup = servers.base_status(None, name).get("vmgroup")
+        if vmgroup:
+            return vmgroup
+    return None
+
+
+def _adopt(store, servers, name):
+    info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": {}}
+    vmgroup = servers.base_status(name).get("vmgroup")
+    store.adopt(name, dict(info, vmgroup=vmgroup) if vmgroup else info)
 
 
 def run(driver, repair):

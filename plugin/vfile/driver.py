@@ -128,7 +128,8 @@ class VfileDriver(Background, RefcountedDriver):
         self._initialized()
         check_name(name)
         opts = {str(k): str(v) for k, v in (opts or {}).items()}
-        stored = self.store.create(name, {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts})
+        info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts}
+        stored = self.store.create(name, info)
         if stored is not None:
             if stored == opts:
                 return
@@ -140,7 +141,10 @@ class VfileDriver(Background, RefcountedDriver):
             self.store.forget(name)
             raise DriverError(f"Failed to create internal volume {name}. Reason: {exc}. Check the status "
                               f'of the volumes belonging to driver "{self.config.InternalDriver}".') from None
-        if not self.store.created(name):
+        # Where the base volume is: a node of another vmgroup cannot see it
+        # (vfile --check must not take that for its loss).
+        vmgroup = self.servers.base_status(name).get("vmgroup")
+        if not self.store.created(name, dict(info, vmgroup=vmgroup) if vmgroup else info):
             raise DriverError(f"Failed to set status of volume {name} to ready. Reason: it was removed "
                               "while it was being created")
 

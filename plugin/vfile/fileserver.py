@@ -145,14 +145,18 @@ class FileServers:
                     log.warning("Could not remove the secret %s of volume %s: %s",
                                 secret["Spec"]["Name"], volume, exc)
 
+    def base_status(self, volume, name=None):
+        """The internal driver's status of a base volume (or of the volume
+        ``name``), {} when this node cannot see it."""
+        try:
+            return self.docker.get(f"/volumes/{quote(name or base_volume(volume))}").get("Status") or {}
+        except DockerError:
+            return {}
+
     def _base_held(self, volume):
         """Whether the base volume is still attached (the task's container is
         stopping), as the internal driver tells (the vsphere driver does)."""
-        try:
-            status = self.docker.get(f"/volumes/{quote(base_volume(volume))}").get("Status") or {}
-        except DockerError:
-            return False
-        return status.get("status") == "attached"
+        return self.base_status(volume).get("status") == "attached"
 
     def _tasks(self, service_id):
         try:

@@ -4,8 +4,9 @@ of ``State``, one etcd transaction each; no other module writes these keys.
 
     SVOLS_stat_<v>            Creating -> Ready -> Mounted -> Ready
     SVOLS_info_<v>            {"username", "password", "address", "port",
-                               "serviceName", "opts"}: the server and the
-                               volume's own random SMB password
+                               "serviceName", "opts", "vmgroup"}: the server,
+                               the volume's own random SMB password and the
+                               vmgroup its base volume is in
     SVOLS_start_trigger_<v>   counters the mounting and unmounting nodes
     SVOLS_stop_trigger_<v>    increment; the managers watch them and one
     SVOLS_start_marker_<v>    wins each event by moving the marker to the
@@ -167,9 +168,11 @@ class State:
             return None
         return json.loads(ranges[0][0].value).get("opts", {}) if ranges and ranges[0] else {}
 
-    def created(self, name):
-        """Creating -> Ready; False when it was removed meanwhile."""
-        done, _ = self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.put_op(STAT + name, READY)])
+    def created(self, name, info):
+        """Creating -> Ready, with the info completed; False when it was
+        removed meanwhile."""
+        done, _ = self.etcd.txn([kv.value_is(STAT + name, CREATING)],
+                                [kv.put_op(STAT + name, READY), kv.put_op(INFO + name, json.dumps(info))])
         return done
 
     def forget(self, name):

@@ -6,7 +6,10 @@
 // written, PEM-encoded, to the file -cacert names. It prints its URL on the
 // first line of its output and serves until SIGTERM. GET /vcsim/requests
 // answers how many requests it has served (SOAP, PBM and datastore files),
-// for the tests that count a client's round trips.
+// for the tests that count a client's round trips. POST
+// /vcsim/heartbeat?uuid=<BIOS uuid>&status=green|red|gray sets the guest
+// heartbeat that VMware Tools would report for a VM (the simulator has no
+// guest), for the tests of fencing.
 package main
 
 import (
@@ -32,7 +35,41 @@ import (
 
 	_ "github.com/vmware/govmomi/pbm/simulator"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
+
+// tools gives every VM the guest heartbeat of a guest without VMware Tools
+// (gray), as vCenter does: the simulator leaves it unset, and a read of an
+// unset property makes it fail.
+type tools struct{}
+
+func (tools) Reference() types.ManagedObjectReference {
+	return types.ManagedObjectReference{Type: "vcsimTools", Value: "tools"}
+}
+
+func (tools) PutObject(obj mo.Reference) {
+	if vm, ok := obj.(*simulator.VirtualMachine); ok && vm.GuestHeartbeatStatus == "" {
+		vm.GuestHeartbeatStatus = types.ManagedEntityStatusGray
+	}
+}
+
+func (tools) UpdateObject(mo.Reference, []types.PropertyChange) {}
+
+func (tools) RemoveObject(types.ManagedObjectReference) {}
+
+// heartbeat sets a VM's guestHeartbeatStatus; false if no VM has the uuid.
+func heartbeat(uuid, status string) bool {
+	for _, entity := range simulator.Map.All("VirtualMachine") {
+		vm := entity.(*simulator.VirtualMachine)
+		if vm.Config != nil && vm.Config.Uuid == uuid {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "guestHeartbeatStatus", Val: types.ManagedEntityStatus(status)}})
+			return true
+		}
+	}
+	return false
+}
 
 // certificate makes a self-signed certificate for 127.0.0.1 and localhost.
 func certificate(caFile string) (tls.Certificate, error) {
@@ -86,6 +123,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "vcsim:", err)
 		os.Exit(1)
 	}
+	for _, entity := range simulator.Map.All("VirtualMachine") {
+		tools{}.PutObject(entity)
+	}
+	simulator.Map.AddHandler(tools{})
 	model.Service.RegisterEndpoints = true
 	model.Service.Listen = &url.URL{Host: *listen}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -96,6 +137,12 @@ func main() {
 	server.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/vcsim/requests" {
 			fmt.Fprintln(w, atomic.LoadInt64(&served))
+			return
+		}
+		if r.URL.Path == "/vcsim/heartbeat" && r.Method == http.MethodPost {
+			if !heartbeat(r.URL.Query().Get("uuid"), r.URL.Query().Get("status")) {
+				http.NotFound(w, r)
+			}
 			return
 		}
 		atomic.AddInt64(&served, 1)

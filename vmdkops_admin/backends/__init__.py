@@ -3,6 +3,7 @@ exist (and, later, that makes and attaches disks). ``local`` is the embedded
 default; ``vsphere`` talks to ESX or vCenter."""
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,6 +43,10 @@ class AttachedElsewhere(VmdkopsError):
     def __init__(self, descriptor, vm_name, vm_uuid=None):
         super().__init__(f"Disk {descriptor} is attached to VM {vm_name or vm_uuid}")
         self.vm_name, self.vm_uuid = vm_name, vm_uuid
+
+
+class NotFenced(VmdkopsError):
+    """A VM that cannot be cut off a disk: its guest may still write to it."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,14 @@ class Backend(abc.ABC):
     def holders(self):
         """{descriptor: (vm uuid, device info)} of every attached volume disk,
         from one query."""
+
+    @contextlib.contextmanager
+    def fenced(self, vm, descriptor):
+        """Before a silent VM's disk is taken from it: make sure the VM can
+        no longer write to it, and keep it so while the block runs (which
+        detaches it); ``NotFenced`` saying why when that cannot be made sure."""
+        raise NotFenced(f"the {self.name} backend cannot cut a VM off a disk")
+        yield
 
     def stray_devices(self):
         """(device, extent) of devices on a volume that no attachment records."""

@@ -12,7 +12,8 @@ DATASTORE_COLUMNS = (
     Column("Capacity", "capacity_mb", lambda mb: f"{mb}MB"),
     Column("Free", "free_mb", lambda mb: f"{mb}MB"),
 )
-VM_COLUMNS = (Column("Name", "name"), Column("Uuid", "uuid"), Column("Datastore", "datastore"))
+VM_COLUMNS = (Column("Name", "name"), Column("Uuid", "uuid"), Column("Datastore", "datastore"),
+              Column("Last_report", "last_report"))
 
 
 host = group("host", "List (and on the local backend, manage) datastores and VMs")
@@ -115,5 +116,10 @@ def vm_power(name, state):
 @output_format_option
 def vm_ls(output_format):
     """vmdkops_admin host vm ls"""
-    emit_records(VM_COLUMNS, [{"name": v.name, "uuid": v.uuid, "datastore": v.datastore}
-                              for v in backend().vms()])
+    from ..config import reader
+    from ..liveness import age_text, last_reports
+
+    with reader() as query:
+        reports = last_reports(query) if query else {}
+    emit_records(VM_COLUMNS, [{"name": v.name, "uuid": v.uuid, "datastore": v.datastore,
+                               "last_report": age_text(reports.get(v.uuid))} for v in backend().vms()])

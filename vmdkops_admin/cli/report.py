@@ -40,7 +40,7 @@ HISTORY_COLUMNS = (
 AUDIT_COLUMNS = tuple(Column(header, key) for header, key in (
     ("Time", "at"), ("Source", "source"), ("Actor", "actor"), ("Action", "action"),
     ("VMGroup", "vmgroup"), ("VM", "vm"), ("Target", "target"), ("Outcome", "outcome"),
-    ("Error", "error")))
+    ("Detail", "detail"), ("Error", "error")))
 
 
 def _duration(_ctx, _param, value):

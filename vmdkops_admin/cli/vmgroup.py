@@ -20,6 +20,7 @@ VMGROUP_COLUMNS = (
     Column("Description", "description"),
     Column("Default_datastore", "default_datastore"),
     Column("VM_list", "vms", lambda vms: ",".join(vm["name"] for vm in vms)),
+    Column("Takeover_after", "takeover_after", lambda seconds: "off" if seconds is None else f"{seconds}s"),
 )
 VM_COLUMNS = (Column("Uuid", "uuid"), Column("Name", "name"))
 ACCESS_COLUMNS = (
@@ -30,6 +31,31 @@ ACCESS_COLUMNS = (
 )
 
 
+UNSET = object()
+
+
+def _takeover_after(_ctx, _param, value):
+    from ..errors import VmdkopsError
+    from ..report import parse_duration
+
+    if value is None:
+        return UNSET
+    if value.strip().lower() == "off":
+        return None
+    try:
+        seconds = int(parse_duration(value).total_seconds())
+    except VmdkopsError as exc:
+        raise click.BadParameter(exc.message) from None
+    if seconds < 1:
+        raise click.BadParameter(f"'{value}': at least 1s, or off")
+    return seconds
+
+
+takeover_after_option = click.option(
+    "--takeover-after", metavar="DURATION|off", callback=_takeover_after,
+    help="How long a VM's plugin may be silent before another VM of the vmgroup may take its "
+         "volumes over, once the VM is cut off from them (default 30s; off: never)")
+
 vmgroup = group("vmgroup", "Administer and monitor volume access control")
 
 
@@ -39,12 +65,14 @@ vmgroup = group("vmgroup", "Administer and monitor volume access control")
 @vm_list_option("A list of VM names (or uuids) to place in this vmgroup", required=False, metavar="vm1,vm2,...")
 @click.option("--default-datastore", required=True, type=DatastoreType(),
               help="Datastore to be used by default for volumes placement")
+@takeover_after_option
 @with_db
-def create(session, name, description, vm_list, default_datastore):
+def create(session, name, description, vm_list, default_datastore, takeover_after):
     """vmdkops_admin vmgroup create --name=vg1 --default-datastore=datastore1 --vm-list=vm1,vm2"""
     from .. import vmgroup as lib
 
-    emit_message(lib.create(session, backend(), name, default_datastore, description, vm_list))
+    emit_message(lib.create(session, backend(), name, default_datastore, description, vm_list,
+                            **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
 @command(vmgroup, "update", "Update an existing vmgroup")
@@ -54,12 +82,14 @@ def create(session, name, description, vm_list, default_datastore):
               help="The new description of the vmgroup ('' clears it)")
 @click.option("--default-datastore", type=DatastoreType(),
               help="Datastore to be used by default for volumes placement")
+@takeover_after_option
 @with_db
-def update(session, name, new_name, description, default_datastore):
+def update(session, name, new_name, description, default_datastore, takeover_after):
     """vmdkops_admin vmgroup update --name=vg1 --new-name=web --description='web servers'"""
     from .. import vmgroup as lib
 
-    emit_message(lib.update(session, backend(), name, new_name, description, default_datastore))
+    emit_message(lib.update(session, backend(), name, new_name, description, default_datastore,
+                            **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
 @command(vmgroup, "rm", "Delete a vmgroup")

@@ -7,7 +7,7 @@ from ..errors import DbAccessError, SchemaMismatch
 
 # The linear history of ``migrations/versions``; a test keeps it equal to
 # Alembic's own view of the scripts.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD_REVISION = REVISIONS[-1]
 
 UPGRADE_HINT = "Run 'vmdkops_admin config upgrade' to upgrade it"

@@ -10,6 +10,8 @@ from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Te
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ..liveness import DEFAULT_TAKEOVER_AFTER
+
 
 class Base(DeclarativeBase):
     pass
@@ -23,6 +25,9 @@ class VmGroup(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(String(256), default="")
     default_datastore_url: Mapped[str] = mapped_column(Text)
+    # Seconds a VM's plugin may be silent before another VM of the group may
+    # take its volumes over (behind a fence); NULL: never.
+    takeover_after: Mapped[Optional[int]] = mapped_column(Integer, default=DEFAULT_TAKEOVER_AFTER)
 
     vms: Mapped[list["Vm"]] = relationship(
         back_populates="vmgroup", order_by="Vm.id", cascade="all, delete-orphan")
@@ -40,6 +45,17 @@ class Vm(Base):
     vmgroup_id: Mapped[int] = mapped_column(ForeignKey("vmgroups.id"), index=True)
 
     vmgroup: Mapped[VmGroup] = relationship(back_populates="vms")
+
+
+class VmReport(Base):
+    """When a VM's plugin last reported to an executor (any VM, member of a
+    vmgroup or not): its liveness, for takeovers."""
+    __tablename__ = "vm_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vm_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    vm_name: Mapped[Optional[str]] = mapped_column(Text)
+    reported: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Privilege(Base):
@@ -118,3 +134,4 @@ class AuditEvent(Base):
     target: Mapped[Optional[str]] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(16))  # ok | failed
     error: Mapped[Optional[str]] = mapped_column(Text)
+    detail: Mapped[Optional[str]] = mapped_column(Text)  # what a takeover took from whom

@@ -9,7 +9,7 @@ import threading
 import uuid
 from contextlib import ExitStack, contextmanager, nullcontext
 
-from .. import __version__, config, db
+from .. import __version__, config, db, liveness
 from ..errors import NotFound, VmdkopsError
 from ..steps import step
 
@@ -21,7 +21,7 @@ MISMATCH = (
     "server (ESXi) protocol version (2) which indicates different versions of the product are "
     "installed on Guest and ESXi sides, please make sure VDVS plugin and driver are from the "
     "same release version.")
-COMMANDS = ("create", "remove", "attach", "detach", "get", "list", "version")
+COMMANDS = ("create", "remove", "attach", "detach", "get", "list", "version", "report")
 AUDITED = ("create", "remove", "attach", "detach")
 
 
@@ -61,6 +61,7 @@ class Dispatcher:
         self._engines = {}
         self._engines_guard = threading.Lock()
         self._local = threading.local()  # the vmgroup of the request being served
+        self.reports = liveness.Reports()
 
     def engine(self, state):
         """A pooled engine for the current config DB. A SQLite file that was
@@ -133,6 +134,8 @@ class Dispatcher:
         cmd = message.get("cmd")
         if cmd == "version":
             return {"version": __version__}
+        if cmd == "report":
+            return self._report(vm)
         if cmd not in COMMANDS:
             raise VmdkopsError(f"Unknown command:{cmd}")
         details = message.get("details")
@@ -143,6 +146,15 @@ class Dispatcher:
         if not isinstance(opts, dict):
             raise VmdkopsError("Request Opts must be an object")
         return self._execute(vm, cmd, name, opts)
+
+    def _report(self, vm):
+        """The VM's plugin is alive: its liveness, for takeovers."""
+        if vm is None:
+            raise VmdkopsError("A report needs a known VM")
+        state = config.detect()
+        configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
+        self.reports.heard(vm, self.engine(state) if configured else None)
+        return None
 
     def _execute(self, vm, cmd, name, opts):
         from sqlalchemy.orm import Session
@@ -180,7 +192,7 @@ class Dispatcher:
         parsed = names.parse(name)
         datastore = self._target(vm, tenant, parsed)
         request = volumes.Request(self.backend, session, vm, tenant, datastore, parsed,
-                                  short_name=parsed.datastore is None)
+                                  short_name=parsed.datastore is None, reports=self.reports)
         lock_names = [volumes.lock_name(datastore.name, tenant.uuid, parsed.volume)]
         if cmd == "create":
             lock_names.append(request.clone_source_lock(opts))

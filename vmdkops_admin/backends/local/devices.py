@@ -5,6 +5,7 @@ to the extent file that passed its checks (``vmdkfile.open_extent``), and
 never to a file that a loop device of this machine already holds."""
 
 import contextlib
+import errno
 import json
 import os
 import time
@@ -12,7 +13,7 @@ import time
 from ...errors import VmdkopsError
 from ...faults import crashpoint
 from ...jsonfile import locked_json
-from .. import AttachedElsewhere, pvscsi
+from .. import AttachedElsewhere, NotFenced, pvscsi
 from . import loopdev, vmdkfile
 from .folder import Tampered
 
@@ -186,6 +187,34 @@ class Devices:
                 claim = _load_claim(folder, volume + CLAIM_SUFFIX)
                 if claim is not None and claim["vm"] == vm.uuid:
                     folder.unlink(volume + CLAIM_SUFFIX, missing_ok=True)
+
+    @contextlib.contextmanager
+    def fenced(self, vm, descriptor):
+        """A VM of this host is cut off a disk when no mount holds its loop
+        device: the device is opened exclusively (no mount can take it from
+        then on) and held so while the block detaches it. Another host's
+        device is not this host's to check."""
+        path = self._real_descriptor(descriptor)
+        disk = next((d for d in self._read_attachments().get(vm.uuid, []) if d["path"] == path), None)
+        if disk is None:
+            raise NotFenced(f"VM {vm.name} has it on another host")
+        if loop_backing_file(disk["device"]) != disk["extent"]:
+            yield  # its device is gone already
+            return
+        try:
+            fd = os.open(disk["device"], os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise NotFenced(f"its device {disk['device']} is still mounted on VM {vm.name}") from None
+            raise
+        try:
+            yield
+        finally:
+            os.close(fd)
+        # The detach let go of the device at this last close.
+        deadline = time.monotonic() + 2
+        while loop_backing_file(disk["device"]) == disk["extent"] and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def read_claim(self, descriptor):
         """The claim of an attached disk: which VM of which host has it, on

@@ -1,11 +1,12 @@
 """Attach and detach: ReconfigVM_Task on ParaVirtual SCSI controllers, one
 reconfigure of a VM at a time; every VM's disks from one query."""
 
+import contextlib
 import threading
 import time
 
 from ...errors import NotFound
-from .. import AttachedElsewhere, pvscsi
+from .. import AttachedElsewhere, NotFenced, pvscsi
 from .session import TaskFailed, VsphereError, retried
 
 
@@ -135,6 +136,17 @@ class Devices:
         if found is None:
             raise VsphereError(f"Failed to attach {descriptor}: the disk did not appear on VM {vm.name}")
         return found[1]
+
+    @contextlib.contextmanager
+    def fenced(self, vm, descriptor):
+        """A VM whose guest is gone (VMware Tools' heartbeat not green, or
+        powered off) is cut off a disk by the block's detach: the disk is
+        hot-removed from it, so its I/O to it fails at the hypervisor."""
+        found = self.content.searchIndex.FindByUuid(None, vm.uuid, True, False)
+        if found is not None and str(found.runtime.powerState) == "poweredOn" \
+                and str(found.guestHeartbeatStatus) == "green":
+            raise NotFenced(f"its guest still runs (VMware Tools' heartbeat of VM {vm.name} is green)")
+        yield
 
     @retried
     def detach(self, vm, descriptor):
