@@ -82,7 +82,7 @@ def wal_bytes(url, start, end):
     import psycopg
 
     with psycopg.connect(url + "/bench", autocommit=True) as conn:
-        return conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (end, start)).fetchone()[0]
+        return int(conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (end, start)).fetchone()[0])
 
 
 def executor(engine, vms, interval, until, latencies, lock):
