@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 
 import pytest
 
@@ -118,7 +119,8 @@ def test_one_volume_attaches_to_one_vm_of_either_host(hosts):
         winners = [vm for vm, reply in zip(("VM1", "VM2"), replies) if "Error" not in reply]
         assert len(winners) == 1, replies
         loser = [reply for reply in replies if "Error" in reply][0]
-        assert loser["Error"] == f"Failed to attach volume both@DS1: it is attached to VM {winners[0]}"
+        assert loser["Error"].startswith(
+            f"Failed to attach volume both@DS1: it is attached to VM {winners[0]}, whose plugin has never reported")
         for host in hosts:
             assert host.admin("volume reconcile --dry-run") == \
                 "Index, metadata, disks and attachments agree.\n"
@@ -126,5 +128,14 @@ def test_one_volume_attaches_to_one_vm_of_either_host(hosts):
                 {"Volume": "both", "Attached-to": winners[0]}]
         winner = first if winners[0] == "VM1" else second
         winner.executor.ok(winners[0], "detach", "both@DS1")
+    # A silent VM of the other host: its device is not this host's to check.
+    first.admin("vmgroup update --name=shared --takeover-after=1s")
+    first.executor.ok("VM1", "attach", "both@DS1")
+    first.executor.ok("VM1", "report")
+    time.sleep(1.5)
+    assert "but it cannot be cut off: VM VM1 has it on another host; nothing was changed" in \
+        second.executor.err("VM2", "attach", "both@DS1")
+    assert parse_table(second.admin("volume ls -c volume,attached-to")) == [{"Volume": "both", "Attached-to": "VM1"}]
+    first.executor.ok("VM1", "detach", "both@DS1")
     first.executor.ok("VM1", "remove", "both")
     assert second.executor.ok("VM2", "list") == []

@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from executor import no_file_has_two_loops
 from swarm_env import start_swarm, stop_swarm, wait
 from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
 
@@ -287,6 +288,62 @@ def test_a_dead_nodes_service_comes_back_with_its_data(swarm4, made):
         assert audited_takeovers(swarm4, f"{volume}@DS1") == [("VM4", node.vm)]
     finally:
         victim.revive()
+        manager.docker("service", "rm", service)
+        assert wait(lambda: manager.docker("volume", "rm", volume, check=False).returncode == 0, 60, 1)
+
+
+def test_a_partitioned_nodes_volume_is_never_written_twice(swarm4, made):
+    """The node running a service's task loses its link to the others, its
+    processes alive: the rescheduled task's mount is refused (the holder
+    still reports), the old container keeps writing; when the link is back,
+    swarm stops the old task, the volume is released, and the new task goes
+    on from the old one's last write. Never two loop devices on one file."""
+    manager, cut = swarm4.nodes[0], swarm4.nodes[3]
+    volume, service = unique(), unique()
+    image = manager.docker("image", "inspect", "-f", "{{.Id}}", "local/busybox").stdout.strip()
+    others = [node_id(n) for n in swarm4.nodes[:3]]
+    for other in others:  # the task on node4
+        manager.docker("node", "update", "--availability", "drain", other)
+    try:
+        manager.docker("service", "create", "-d", "--name", service, "--no-resolve-image", "--mount",
+                       f"type=volume,source={volume},destination=/data,volume-driver=vsphere",
+                       image, "sh", "-c", COUNTER)
+        assert wait(lambda: task_node(swarm4, service) is cut, 60, 0.5)
+    finally:
+        for other in others:
+            manager.docker("node", "update", "--availability", "active", other)
+    try:
+        old = cut.docker("ps", "-q", "-f", f"label=com.docker.swarm.service.name={service}").stdout.strip()
+        assert wait(lambda: counter(cut, old, "/data/n") > 10, 30, 0.2)
+        cut.cut()
+        refused = f"Failed to attach volume {volume}@DS1: it is attached to VM VM4, whose plugin reported "
+        try:
+            deadline = time.monotonic() + SWARM_DOWN + TAKEOVER_AFTER + 20
+            seen = False
+            while time.monotonic() < deadline:
+                no_file_has_two_loops()
+                errors = manager.docker("service", "ps", "--no-trunc", "--format", "{{.Error}}", service).stdout
+                seen = seen or refused in errors
+                time.sleep(0.5)
+            assert seen
+            before = counter(cut, old, "/data/n")
+            assert wait(lambda: counter(cut, old, "/data/n") > before, 5, 0.2)  # the old task still writes
+        finally:
+            cut.cut(False)
+
+        def resumed():
+            no_file_has_two_loops()
+            node = task_node(swarm4, service)
+            moved = node and node.docker("ps", "-q", "-f", f"label=com.docker.swarm.service.name={service}",
+                                         check=False).stdout.strip()
+            return moved and moved != old and node.docker("logs", moved).stdout.startswith("start ")
+
+        assert wait(resumed, 120, 0.5)
+        node = task_node(swarm4, service)
+        moved = node.docker("ps", "-q", "-f", f"label=com.docker.swarm.service.name={service}").stdout.strip()
+        assert int(node.docker("logs", moved).stdout.split()[1]) >= before
+        assert audited_takeovers(swarm4, f"{volume}@DS1") == []
+    finally:
         manager.docker("service", "rm", service)
         assert wait(lambda: manager.docker("volume", "rm", volume, check=False).returncode == 0, 60, 1)
 
