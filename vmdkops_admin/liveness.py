@@ -28,23 +28,26 @@ class Reports:
         self._written = {}
         self._memory = {}
 
-    def heard(self, vm, engine):
-        """A report from ``vm``; written to the DB of ``engine`` (or kept in
-        memory when it is None) unless one was written moments ago."""
+    def heard(self, vm, engine_of):
+        """A report from ``vm``; unless one was written moments ago, written
+        to the DB of the engine ``engine_of()`` gives (kept in memory when
+        it gives None)."""
         at = time.monotonic()
         with self._lock:
             if at - self._written.get(vm.uuid, -WRITE_EVERY) < WRITE_EVERY:
                 return
             self._written[vm.uuid] = at
-            if engine is None:
-                self._memory[vm.uuid] = utcnow()
-                return
         try:
-            write(engine, vm.uuid, vm.name, utcnow())
+            engine = engine_of()
+            if engine is not None:
+                write(engine, vm.uuid, vm.name, utcnow())
+                return
         except Exception:
             with self._lock:
-                self._written.pop(vm.uuid, None)
+                self._written.pop(vm.uuid, None)  # the next report tries again
             raise
+        with self._lock:
+            self._memory[vm.uuid] = utcnow()
 
     def last(self, session, vm_uuid):
         """When the VM last reported (UTC), None if never."""

@@ -8,6 +8,7 @@ import logging
 
 from . import audit, liveness
 from .backends import NotFenced, VirtualMachine
+from .errors import VmdkopsError
 
 log = logging.getLogger("vmdkops.executor")
 
@@ -15,8 +16,7 @@ log = logging.getLogger("vmdkops.executor")
 def take_over(request, holder_uuid, holder_name):
     """Detach the disk of ``request`` from its silent holder, or raise the
     refusal. The caller holds the volume's lock."""
-    from .errors import VmdkopsError
-    from .volumes import detach_disk
+    from .volumes import detach_disk  # volumes imports this module
 
     refused = f"Failed to attach volume {request.full_name}: it is attached to VM {holder_name}"
     after = request.tenant.takeover_after

@@ -151,9 +151,13 @@ class Dispatcher:
         """The VM's plugin is alive: its liveness, for takeovers."""
         if vm is None:
             raise VmdkopsError("A report needs a known VM")
-        state = config.detect()
-        configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
-        self.reports.heard(vm, self.engine(state) if configured else None)
+
+        def engine_of():
+            state = config.detect()
+            configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
+            return self.engine(state) if configured else None
+
+        self.reports.heard(vm, engine_of)
         return None
 
     def _execute(self, vm, cmd, name, opts):
