@@ -8,6 +8,7 @@ The counting and the recovery are the shared ``RefcountedDriver``'s."""
 import logging
 import os
 import threading
+import time
 
 from . import fs
 from .client import ExecutorError
@@ -15,6 +16,14 @@ from .devices import DeviceNotFound, wait_for
 from .refcount import DriverError, RefcountedDriver
 
 log = logging.getLogger("vmdkops.plugin")
+
+
+def created_at(asctime_text):
+    """A volume's creation time (UTC, as its side-car keeps it) as Docker reads it, or None."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(asctime_text))
+    except (TypeError, ValueError):
+        return None
 
 
 class Driver(RefcountedDriver):
@@ -166,6 +175,13 @@ class Driver(RefcountedDriver):
             log.warning("Failed to unmount volume. Now trying to detach... %s", exc)
         self.client.run("detach", full)
 
+    def taken(self, full):
+        try:
+            return self._get(full).get("attached to this VM") is False
+        except (ExecutorError, DriverError) as exc:
+            log.warning("Cannot tell whether %s is still attached here (%s): its mount is kept", full, exc)
+            return False
+
     def recover_unmount(self, full):
         fs.unmount(self.target(full))
         self._detach(full)
@@ -185,8 +201,16 @@ class Driver(RefcountedDriver):
     def get(self, name):
         meta = self._get(name)
         full, _ = self.full_name(name, meta)
+        if full in self.counts and meta.get("attached to this VM") is False:
+            with self._volume(full):  # asked again once a Mount under way is done
+                if full in self.counts and self.taken(full):
+                    self.drop(full)
         mounted = full in self.counts
-        return {"Name": name, "Mountpoint": self.mountpoint(full) if mounted else "", "Status": meta}
+        volume = {"Name": name, "Mountpoint": self.mountpoint(full) if mounted else "", "Status": meta}
+        created = created_at(meta.get("created"))
+        if created:
+            volume["CreatedAt"] = created  # Docker reads it from Get only, not from List
+        return volume
 
     def list(self):
         entries = self.client.run("list") or []

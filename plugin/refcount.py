@@ -8,8 +8,11 @@ Until recovery has finished, Remove is refused and Mount and Unmount wait,
 so a count is never lost or counted twice. A volume's Mount and Unmount run
 one at a time under the volume's own lock, and the counts under a short
 guard of their own: a volume whose mount takes long (a shared volume's file
-server starting) delays no other volume. A driver says how a volume is
-named, mounted and unmounted; this class does the counting."""
+server starting) delays no other volume. A volume another VM took over
+while it was mounted here (the driver says which) is dropped when a Mount
+or the recovery meets it: its dead mount goes and nothing counts it, and
+the Mount then asks for it as for a volume not mounted here. A driver says
+how a volume is named, mounted and unmounted; this class does the counting."""
 
 import contextlib
 import logging
@@ -85,6 +88,23 @@ class RefcountedDriver:
         """Neither used nor mounted, but its mount point is there."""
         os.rmdir(self.target(key))
 
+    def taken(self, key):
+        """Whether another VM took the volume over while it was mounted here
+        (its mount here is dead): never, by default."""
+        return False
+
+    def drop(self, key):
+        """Forget a volume taken from this host: its dead mount goes (lazily:
+        containers may still hold it), and nothing counts it any more."""
+        log.warning("Volume %s was taken over by another VM while it was mounted here: its mount is dropped "
+                    "and not counted; containers here that still use it see a dead disk", key)
+        with self.state:
+            self.counts.pop(key, None)
+            for mount_id in [m for m, k in self.mount_ids.items() if k == key]:
+                del self.mount_ids[mount_id]
+        with contextlib.suppress(fs.FsError, OSError):
+            fs.unmount(self.target(key), lazy=True)
+
     # -- Mount and Unmount ------------------------------------------------------------
 
     def wait_ready(self):
@@ -116,8 +136,13 @@ class RefcountedDriver:
                 self.counts[key] = count
                 self.mount_ids[mount_id] = key
             if count > 1 or key in self.mounted_volumes():
-                log.info("Already mounted, skipping mount. name=%s refcount=%d", key, count)
-                return self.mountpoint(key)
+                if not self.taken(key):
+                    log.info("Already mounted, skipping mount. name=%s refcount=%d", key, count)
+                    return self.mountpoint(key)
+                self.drop(key)
+                with self.state:
+                    self.counts[key] = 1
+                    self.mount_ids[mount_id] = key
             try:
                 self.mount_volume(key, context)
             except self.ERRORS as exc:
@@ -192,8 +217,13 @@ class RefcountedDriver:
                         self.recover_mount(key)
                     elif not source and not count:
                         self.recover_leftover(key)
+                    elif self.taken(key):
+                        self.drop(key)
+                        counts.pop(key)
                     else:
                         self.recover_in_use(key)
                 except self.ERRORS as exc:
                     log.error("Recovery of %s failed - manual recovery may be needed: %s", key, exc)
+                    if not source:  # not mounted: nothing here to count
+                        counts.pop(key, None)
             self.counts = counts

@@ -11,4 +11,7 @@ apt_install postgresql qemu-utils docker.io busybox-static xfsprogs golang-go go
     etcd-server etcd-client samba smbnetfs fuse3 iproute2 docker-registry
 python_venv ".[test]"
 
-exec "$VENV/bin/python" -m pytest "$@"
+# Three workers, a test module on one worker (so that a module's swarm is
+# started once), the swarm modules first (tests/conftest.py); -n 0 runs
+# everything in this process.
+exec "$VENV/bin/python" -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"

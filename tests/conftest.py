@@ -34,6 +34,17 @@ def missing(part):
     pytest.skip(f"{part} is not available")
 
 
+# -- sharing out the tests (pytest-xdist, --dist loadfile) ------------------------
+
+# The modules on swarms of their own come first, the longest first: each starts
+# on a worker of its own while the other workers run the rest, module by module.
+FIRST = ("test_vfile_resilience.py", "test_vfile.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
 # -- running the admin CLI -------------------------------------------------------
 
 class Admin:

@@ -9,6 +9,7 @@ namespace of its own where that folder shows only its host's plugin socket.
 The host's mount root is a shared mount, so what the plugin (outside) mounts
 there is seen by its dockerd (inside)."""
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -119,18 +120,19 @@ class DockerHost:
     # -- dockerd ----------------------------------------------------------------------
 
     def start_dockerd(self):
-        os.makedirs(self.plugin_dir)
-        os.makedirs(self.mount_root)
-        for argv in (["mount", "--bind", self.mount_root, self.mount_root],
-                     ["mount", "--make-shared", self.mount_root]):
-            subprocess.run(argv, check=True, capture_output=True)
+        if not os.path.isdir(self.mount_root):  # not when it boots again
+            os.makedirs(self.plugin_dir)
+            os.makedirs(self.mount_root)
+            for argv in (["mount", "--bind", self.mount_root, self.mount_root],
+                         ["mount", "--make-shared", self.mount_root]):
+                subprocess.run(argv, check=True, capture_output=True)
         argv = ["unshare", "--mount", "--propagation", "slave", "sh", "-c",
                 'mkdir -p /run/docker/plugins && mount --bind "$0" /run/docker/plugins && exec "$@"',
                 self.plugin_dir, "dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
                 "--data-root", os.path.join(self.dir, "data"), "--exec-root", os.path.join(self.dir, "exec"),
                 "-H", f"unix://{self.socket}", "--pidfile", os.path.join(self.dir, "docker.pid"),
-                "--containerd-namespace", f"vmdkt{self.n}", "--containerd-plugins-namespace",
-                f"vmdkt{self.n}p"]
+                "--containerd-namespace", self.driver, "--containerd-plugins-namespace",
+                f"{self.driver}p"]
         for driver in ("overlay2", "vfs"):
             with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
                 self.dockerd = subprocess.Popen(argv + ["--storage-driver", driver], stdout=out,
@@ -218,6 +220,27 @@ class DockerHost:
         """Mount targets under this plugin's mount root (not the root itself)."""
         with open("/proc/mounts") as f:
             return [line.split()[1] for line in f if line.split()[1].startswith(self.mount_root + "/")]
+
+    def die(self):
+        """The VM dies at once: its plugin, dockerd, containerd and containers
+        are killed (no Unmount reaches the plugin), and its kernel's mounts go
+        with it. ``start_dockerd`` and ``start_plugin`` boot it again."""
+        containers = [int(self.docker("inspect", "-f", "{{.State.Pid}}", c).stdout)
+                      for c in self.docker("ps", "-q").stdout.split()]
+        self.plugin.kill()
+        self.plugin.wait()
+        namespace = os.readlink(f"/proc/{self.dockerd.pid}/ns/mnt")
+        assert namespace != os.readlink("/proc/self/ns/mnt"), "dockerd has no mount namespace of its own"
+        for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/mnt") == namespace:
+                    os.kill(int(pid), signal.SIGKILL)
+        for pid in containers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.dockerd.wait()
+        for target in self.mounted():
+            subprocess.run(["umount", "-l", target], check=True, capture_output=True)
 
     def stop(self):
         """Stop containers, the daemon and the plugin; unmount what is left under the mount root."""

@@ -117,16 +117,20 @@ def require_root_and_loops():
     return pytest
 
 
-def bound_files():
-    """(st_dev, st_ino) -> loop devices, of every bound loop device of this machine."""
+def bound_files(under="/"):
+    """(st_dev, st_ino) -> loop devices, of every bound loop device of this
+    machine whose file is under the folder ``under``."""
+    root = os.path.join(os.path.realpath(under), "")
     found = {}
     for backing in glob.glob("/sys/block/loop*/loop/backing_file"):
         try:
             with open(backing) as f:
-                st = os.stat(f.read().strip().removesuffix(" (deleted)"))
+                path = f.read().strip().removesuffix(" (deleted)")
+            st = os.stat(path)
         except OSError:
             continue
-        found.setdefault((st.st_dev, st.st_ino), []).append("/dev/" + backing.split("/")[3])
+        if path.startswith(root):
+            found.setdefault((st.st_dev, st.st_ino), []).append("/dev/" + backing.split("/")[3])
     return found
 
 
@@ -135,6 +139,8 @@ def loops_on(path):
     return bound_files().get((st.st_dev, st.st_ino), [])
 
 
-def no_file_has_two_loops():
-    doubled = {key: devices for key, devices in bound_files().items() if len(devices) > 1}
+def no_file_has_two_loops(under):
+    """No file under the folder ``under`` (a test's datastores: other tests
+    may run beside it) has two loop devices."""
+    doubled = {key: devices for key, devices in bound_files(under).items() if len(devices) > 1}
     assert doubled == {}

@@ -79,6 +79,10 @@ class Node:
         return self._start_dockerd()
 
     def _start_dockerd(self):
+        self._launch_dockerd()
+        return self._wait_for_dockerd()
+
+    def _launch_dockerd(self):
         argv = ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
                 "bash", "-c", WRAPPER, self.plugin_dir,
                 "dockerd", "--data-root", os.path.join(self.dir, "data"),
@@ -88,6 +92,11 @@ class Node:
                 "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p"]
         with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
             self.dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        # Once the wrapper has made the node's mounts and become dockerd, what
+        # enters its namespaces (``inside``) is on the node.
+        wait(lambda: self.read(f"/proc/{self.dockerd.pid}/comm").strip() == "dockerd", 10, 0.01)
+
+    def _wait_for_dockerd(self):
         if not wait(lambda: self.docker("info", check=False).returncode == 0, 60):
             raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
         return self
@@ -202,6 +211,10 @@ class Node:
         """This node's mounts of shared volumes (and of smbnetfs under them)."""
         return [m for m in self.fuse_mounts() if m.startswith((self.vfile_root + "/", self.state_dir + "/"))]
 
+    def vmdk_mounts(self):
+        """This node's mounts of vsphere volumes."""
+        return [m for m in self.fuse_mounts() if m.startswith(self.vmdk_root + "/")]
+
     def fuse_mounts(self):
         """Mount points of this node's FUSE and bind mounts under its dir."""
         with open(f"/proc/{self.dockerd.pid}/mounts") as f:
@@ -255,10 +268,16 @@ class Node:
         return pids
 
     def revive(self):
-        """The node boots again: its network, dockerd (which rejoins the swarm) and plugins."""
+        """The node boots again: its network, dockerd (which rejoins the swarm)
+        and its plugins, started together as a host's services are: dockerd
+        asks the plugins about its containers' volumes while it starts."""
         run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "up"])
-        self._start_dockerd()
-        self.start_plugins()
+        self._launch_dockerd()
+        if not self.swarm.managed:  # managed plugins start with dockerd
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                for started in [pool.submit(self.start_vsphere), pool.submit(self.start_vfile)]:
+                    started.result()
+        self._wait_for_dockerd()
 
     def stop(self):
         if self.dockerd is not None and self.dockerd.poll() is None:
@@ -410,7 +429,7 @@ def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), manager
         backend.add_vm(vm, uuids.get(vm), "DS1")
     executor = Executor(home)
     swarm = Swarm(executor, list(vms), samba_tar, busybox_dir, managers, **settings)
-    swarm.home = home
+    swarm.home, swarm.datastore = home, datastore
     before = os.environ.get("VMDKOPS_HOME")
     os.environ["VMDKOPS_HOME"] = home  # the VMs' credentials are issued there
     try:

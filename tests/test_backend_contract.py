@@ -67,6 +67,17 @@ def test_inventory(env):
     assert backend.find_vm("nosuch") is None
 
 
+def test_a_closed_backend_opens_again(env):
+    """``close`` at the end of a command (a vSphere session logged out); a
+    backend used after it works as before."""
+    backend = env.backend
+    names = [ds.name for ds in backend.datastores()]
+    backend.close()
+    backend.close()
+    assert [ds.name for ds in backend.datastores()] == names
+    assert backend.find_vm(env.vm_a.name) == env.vm_a
+
+
 def test_disks(env):
     backend = env.backend
     descriptor = env.disk("d1", 20)

@@ -3,6 +3,7 @@ socket, a real vmdk-opsd, loop devices, mkfs and mount (spec plugin Part A;
 the ten scenarios of the plugin issue). Those of a Docker user run on the
 managed plugin too, installed from a private registry (``BOTH``)."""
 
+import calendar
 import http.client
 import json
 import socket
@@ -19,6 +20,13 @@ def inspect(host, name):
     return json.loads(host.docker("volume", "inspect", name).stdout)[0]
 
 
+def wait_for(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return predicate()
+
+
 def executor_status(executor, vm, name):
     return executor.ok(vm, "get", name)["status"]
 
@@ -30,8 +38,11 @@ def test_s1_create_list_inspect(docker_host, executor):
     host.docker("volume", "create", "-d", host.driver, "-o", "size=400mb", "-o", "fstype=xfs", "v1")
     names = host.docker("volume", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
     assert f"v1@DS1 {host.listed_driver}" in names
+    created = time.time()
     status = inspect(host, "v1")["Status"]
     assert status["capacity"]["size"] == "400MB" and status["datastore"] == "DS1"
+    made = calendar.timegm(time.strptime(inspect(host, "v1")["CreatedAt"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert created - 60 < made <= created + 1
     assert (status["status"], status["created by VM"], status["fstype"], status["diskformat"],
             status["access"], status["attach-as"]) == (
         "detached", "VM1", "xfs", "thin", "read-write", "independent_persistent")
@@ -197,12 +208,6 @@ def test_the_plugin_reports_that_its_vm_is_alive(docker_host, admin):
         with config.reader() as query:
             return liveness.last_reports(query).get(VM1_UUID)
 
-    def wait_for(predicate, timeout=3 * liveness.REPORT_INTERVAL):
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return predicate()
-
     admin.ok("config init --local")
     host = docker_host()
     assert wait_for(lambda: last() is not None)
@@ -214,6 +219,41 @@ def test_the_plugin_reports_that_its_vm_is_alive(docker_host, admin):
     assert last() == silent
     host.start_plugin()
     assert wait_for(lambda: last() > silent)
+
+
+def test_a_dead_host_that_comes_back_leaves_its_taken_volume_alone(docker_host, executor, admin, inventory):
+    """VM1 dies with a container writing to db; VM2 takes db over. VM1 boots
+    again: its plugin's recovery attaches and counts nothing, and starting the
+    old container is refused naming VM2, whose container writes on undisturbed."""
+    from executor import no_file_has_two_loops
+
+    admin.ok("config init --local")
+    admin.ok("vmgroup update --name=_DEFAULT --takeover-after=8s")  # > the plugins' ReportInterval (5 s)
+    first, second = docker_host("VM1"), docker_host("VM2")
+    first.docker("volume", "create", "-d", first.driver, "db")
+    old = first.docker("run", "-d", "--network", "none", "-v", "db:/data", "local/busybox", "sh", "-c",
+                       "echo one > /data/f && sync && sleep 600").stdout.strip()
+    assert wait_for(lambda: first.docker("exec", old, "cat", "/data/f", check=False).stdout == "one\n")
+    assert wait_for(lambda: "s ago" in {r["Name"]: r["Last_report"]
+                                        for r in parse_table(admin.ok("host vm ls"))}["VM1"])
+    first.die()
+    time.sleep(9)  # longer than takeover-after
+    new = second.docker("run", "-d", "--network", "none", "-v", "db@DS1:/data", "local/busybox", "sh", "-c",
+                        "cat /data/f > /data/g && while true; do date >> /data/log; sleep 0.2; done").stdout.strip()
+    assert wait_for(lambda: second.docker("exec", new, "cat", "/data/g", check=False).stdout == "one\n")
+
+    first.start_dockerd()
+    first.start_plugin()
+    assert first.mounted() == []
+    assert inspect(first, "db")["Mountpoint"] == ""
+    started = first.docker("start", old, check=False)
+    assert started.returncode != 0
+    assert "Failed to attach volume db@DS1: it is attached to VM VM2, whose plugin reported" in started.stderr, \
+        started.stderr
+    assert first.mounted() == [] and executor.ok("VM2", "get", "db@DS1")["attached to VM"] == "VM2"
+    no_file_has_two_loops(inventory.datastore_by_name("DS1").path)
+    lines = int(second.docker("exec", new, "sh", "-c", "wc -l < /data/log").stdout)
+    assert wait_for(lambda: int(second.docker("exec", new, "sh", "-c", "wc -l < /data/log").stdout) > lines + 3)
 
 
 def test_s10_implicit_create(docker_host, executor):

@@ -37,6 +37,7 @@ class Victim:
         finally:
             os.close(fd)
         self.dockvols = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols")
+        self.datastores = os.path.dirname(inventory.datastore_by_name("DS1").path)  # DS1 and DS2
         self.folder = os.path.join(self.dockvols, DEFAULT_VMGROUP_UUID)
         self.extent = os.path.join(self.folder, "victim-flat.vmdk")
         self.files = sorted(os.listdir(self.folder))
@@ -48,7 +49,7 @@ class Victim:
             assert f.read(len(DATA)) == DATA
         assert {"victim.vmdk", "victim-flat.vmdk", "victim.vmfd", "victim.lck"} <= set(os.listdir(self.folder))
         assert loops_on(self.extent) == [self.device]
-        no_file_has_two_loops()
+        no_file_has_two_loops(self.datastores)
         assert self.executor.ok("VM1", "get", "victim@DS1")["attached to VM"] == "VM1"
 
 

@@ -1,6 +1,7 @@
 """The plugin's parts that need no Docker: standard library only, its
 configuration, the ESX device computation over a fake /sys, the executor
-client's retries, and /proc/mounts parsing."""
+client's retries, /proc/mounts parsing, and a disk taken from a guest while
+mounted there."""
 
 import json
 import os
@@ -241,3 +242,56 @@ def test_the_swarm_key_is_copied_without_swarmkits_headers():
             key_without_headers(text)
     with pytest.raises(ValueError):
         key_without_headers("not a key")
+
+
+class TakenOver:
+    """The executor's answers to VM1's plugin about db@DS1, which VM2 takes
+    over (``holder``): on vSphere the disk is hot-removed from a guest whose
+    heartbeat was lost, which cannot run here."""
+
+    def __init__(self, device):
+        self.device, self.holder, self.calls = device, "VM1", []
+
+    def run(self, cmd, name="", opts=None, timeout=120.0, retries=0):
+        self.calls.append(cmd)
+        if cmd == "get":
+            return {"status": "attached", "datastore": "DS1", "fstype": "ext4", "access": "read-write",
+                    "attached to VM": self.holder, "attached to this VM": self.holder == "VM1"}
+        if cmd == "attach" and self.holder != "VM1":
+            raise ExecutorError(f"Failed to attach volume {name}: it is attached to VM {self.holder}, whose "
+                                "plugin reported 1 s ago (it is taken over after 30 s of silence)")
+        return {"Device": self.device} if cmd == "attach" else None
+
+
+def test_a_disk_taken_while_mounted_is_dropped_at_the_next_mount(tmp_path, caplog):
+    """VM1's guest comes back after VM2 took its mounted disk: the next Mount
+    (a real ext4 on a loop device) drops the dead mount and asks for the
+    volume again, which is refused naming VM2, rather than giving a second
+    container the dead disk; nothing counts it any more."""
+    from executor import require_root_and_loops
+    from plugin.driver import Driver
+    from plugin.refcount import DriverError
+
+    require_root_and_loops()
+    image = tmp_path / "disk"
+    image.write_bytes(b"\0" * (8 << 20))
+    device = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    executor = TakenOver(device)
+    driver = Driver(configuration.Config(MountRoot=str(tmp_path / "mnt")), executor, LocalDevices())
+    driver.ready.set()
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True, capture_output=True)
+        assert driver.mount("db@DS1", "first") == f"{tmp_path}/mnt/db@DS1/"
+        assert driver.mount("db@DS1", "second") == f"{tmp_path}/mnt/db@DS1/"  # VM1's own: counted
+        assert driver.counts == {"db@DS1": 2} and executor.calls.count("attach") == 1
+
+        executor.holder = "VM2"
+        with pytest.raises(DriverError, match="it is attached to VM VM2, whose plugin reported"):
+            driver.mount("db@DS1", "third")
+        assert "Volume db@DS1 was taken over by another VM while it was mounted here" in caplog.text
+        assert mounted(str(tmp_path / "mnt")) == {} and driver.counts == {} and driver.mount_ids == {}
+        assert executor.calls.count("attach") == 2
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(tmp_path / "mnt")], capture_output=True)
+        subprocess.run(["losetup", "--detach", device], capture_output=True)

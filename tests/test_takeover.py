@@ -19,7 +19,21 @@ TAKEOVER_AFTER = 2
 
 
 @pytest.fixture
-def held(executor, admin, inventory, tmp_path):
+def guests(tmp_path):
+    """A folder for the guests' mounts, a shared mount point: a mount
+    namespace made meanwhile (another test's dockerd) gets its mounts as a
+    slave, so that an unmount here unmounts them there too and no copy
+    keeps a device busy."""
+    folder = tmp_path / "guests"
+    folder.mkdir()
+    for argv in (["mount", "--bind", str(folder), str(folder)], ["mount", "--make-shared", str(folder)]):
+        subprocess.run(argv, check=True)
+    yield folder
+    subprocess.run(["umount", "-R", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def held(executor, admin, inventory, guests):
     """VM1's volume db@DS1, attached, with ext4 and a file on it, mounted."""
     from vmdkops_admin.names import DEFAULT_VMGROUP_UUID
 
@@ -27,7 +41,7 @@ def held(executor, admin, inventory, tmp_path):
     executor.ok("VM1", "create", "db@DS1", {"size": "20mb"})
     device = executor.ok("VM1", "attach", "db@DS1")["Device"]
     subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True, capture_output=True)
-    mountpoint = tmp_path / "vm1"
+    mountpoint = guests / "vm1"
     mountpoint.mkdir()
     subprocess.run(["mount", device, str(mountpoint)], check=True)
     try:
@@ -49,7 +63,7 @@ def read_data(device, where):
         subprocess.run(["umount", str(where)], check=True)
 
 
-def test_a_silent_vms_volume_is_taken_over_only_once_it_is_cut_off(executor, admin, held, tmp_path):
+def test_a_silent_vms_volume_is_taken_over_only_once_it_is_cut_off(executor, admin, held, guests, tmp_path):
     refused = "Failed to attach volume db@DS1: it is attached to VM VM1"
     assert executor.err("VM2", "attach", "db@DS1").startswith(f"{refused}, whose plugin has never reported")
     executor.ok("VM1", "report")
@@ -57,6 +71,7 @@ def test_a_silent_vms_volume_is_taken_over_only_once_it_is_cut_off(executor, adm
         f"{refused}, whose plugin reported 0 s ago (it is taken over after {TAKEOVER_AFTER} s of silence)")
     time.sleep(TAKEOVER_AFTER + 0.5)
     # Silent, but its guest still has the disk mounted: a live container whose plugin died.
+    assert parse_table(admin.ok("volume ls -c volume,taken-over"))[0]["Taken Over"] == "never"
     error = executor.err("VM2", "attach", "db@DS1")
     assert error.startswith(f"{refused}, whose plugin has been silent for {TAKEOVER_AFTER} s, but it "
                             f"cannot be cut off: its device {held['device']} is still mounted on VM VM1; "
@@ -69,14 +84,19 @@ def test_a_silent_vms_volume_is_taken_over_only_once_it_is_cut_off(executor, adm
     subprocess.run(["umount", str(held["mountpoint"])], check=True)  # VM1's guest is gone
     device = executor.ok("VM2", "attach", "db@DS1")["Device"]
     assert loops_on(held["extent"]) == [device]
-    no_file_has_two_loops()
-    assert read_data(device, tmp_path / "vm2") == "VM1 still writes\n"
+    no_file_has_two_loops(tmp_path)
+    assert read_data(device, guests / "vm2") == "VM1 still writes\n"
     info = executor.ok("VM2", "get", "db@DS1")
-    assert (info["status"], info["attached to VM"]) == ("attached", "VM2")
+    assert (info["status"], info["attached to VM"], info["attached to this VM"]) == ("attached", "VM2", True)
+    assert executor.ok("VM1", "get", "db@DS1")["attached to this VM"] is False  # VM1's plugin drops its mount
     events = [e for e in json.loads(admin.ok("report audit --output-format=json")) if e["action"] == "takeover"]
     assert [(e["vm"], e["target"], e["outcome"]) for e in events] == [("VM2", "db@DS1", "ok")]
     assert events[0]["detail"].startswith("volume db@DS1 taken over from VM VM1, silent ")
     assert events[0]["detail"].endswith(" s, by VM VM2")
+    (row,) = parse_table(admin.ok("volume ls -c volume,attached-to,taken-over"))
+    assert (row["Volume"], row["Attached-to"]) == ("db", "VM2")
+    assert row["Taken Over"] == f"from VM VM1, {events[0]['at'][:10]} {events[0]['at'][11:19]}"
+    assert "Taken Over" not in admin.ok("volume ls")
 
     # VM1 comes back: its refused mount's clean-up detaches nothing of VM2's,
     # and it cannot take the volume back from a VM that reports.

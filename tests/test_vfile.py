@@ -5,6 +5,7 @@ mounts on the nodes (spec plugin §4.12, the shared-volume issue's §5). The
 scenarios on ``each_swarm`` run again on a swarm whose plugins are managed
 plugins, installed on every node from a registry."""
 
+import calendar
 import concurrent.futures
 import glob
 import json
@@ -92,9 +93,12 @@ def test_lifecycle_on_each_node(each_swarm, cleanup):
     for node in swarm.nodes:
         volume = unique()
         cleanup["volumes"].append(volume)
+        created = time.time()
         node.docker("volume", "create", "-d", "vfile", volume)
         for other in swarm.nodes:
             assert volume in volumes(other)
+        made = json.loads(swarm.nodes[-1].docker("volume", "inspect", volume).stdout)[0]["CreatedAt"]
+        assert created - 1 <= calendar.timegm(time.strptime(made, "%Y-%m-%dT%H:%M:%SZ")) <= time.time()
         container = start(node, volume)
         cleanup["containers"].append((node, container))
         assert status(node, volume)["Global Refcount"] == 1

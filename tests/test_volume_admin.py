@@ -101,7 +101,8 @@ def test_s85_s86_set(executor, admin):
      "Failed to update access=rw for testvol0@DS1 - Invalid option value rw. Supported values are "
      "['read-write', 'read-only']."),
     ("--volume=nosuch@DS1 --vmgroup=_DEFAULT --options=access=read-only",
-     "Failed to update access=read-only for nosuch@DS1 - Volume nosuch not found.."),
+     "Failed to update access=read-only for nosuch@DS1 - Volume nosuch not found in vmgroup _DEFAULT on "
+     "datastore DS1."),
     ("--volume=testvol0 --vmgroup=_DEFAULT --options=access=read-only",
      "Failed to update access=read-only for testvol0 - testvol0 has no datastore; name it as "
      "volume@datastore."),
@@ -110,6 +111,18 @@ def test_s85_s86_set(executor, admin):
 def test_s87_set_errors(executor, admin, argv, message):
     executor.ok("VM1", "create", "testvol0")
     assert admin.err(f"volume set {argv}") == message
+
+
+def test_a_volume_of_another_vmgroup_is_named_where_it_is(executor, admin):
+    admin.ok("vmgroup create --name=vg1 --default-datastore=DS1 --vm-list=VM1")
+    executor.ok("VM1", "create", "v1")
+    hint = "Volume v1 not found in vmgroup _DEFAULT on datastore DS1. It is in vmgroup vg1: name it with --vmgroup."
+    assert admin.err("volume resize --volume=v1@DS1 --size=200mb") == hint
+    assert admin.err("volume set --volume=v1@DS1 --vmgroup=_DEFAULT --options=access=read-only") == (
+        f"Failed to update access=read-only for v1@DS1 - {hint}")
+    assert admin.err("volume resize --volume=v2@DS1 --size=200mb") == (
+        "Volume v2 not found in vmgroup _DEFAULT on datastore DS1.")
+    admin.ok("volume resize --volume=v1@DS1 --size=200mb --vmgroup=vg1")
 
 
 def test_s46_s50_remove_volumes_with_the_vmgroup(executor, admin, inventory):

@@ -36,6 +36,25 @@ def esx_home(home, vcsim_servers, admin, tmp_path):
     return use_vsphere(home, vcsim_servers("esx"), tmp_path, admin)
 
 
+def test_no_command_leaves_a_vcenter_session_open(vcenter_home, admin):
+    """vCenter keeps a session until it times out, and limits them: 20 admin
+    commands, each its own process (a cron report every minute, say), and an
+    executor started and stopped leave none open."""
+    from executor import Executor
+    from vmdkops_admin.backends import get_backend
+
+    counter = get_backend()
+    try:
+        before = len(counter.content.sessionManager.sessionList)
+        for command in ["status", "volume ls", "host vm ls", "report usage", "vmgroup ls"] * 4:
+            result = admin.proc(*command.split())
+            assert result.returncode == 0, (command, result.stdout, result.stderr)
+        Executor(vcenter_home).start("--backend", "vsphere").stop()
+        assert len(counter.content.sessionManager.sessionList) == before
+    finally:
+        counter.close()
+
+
 def test_executor_on_vsphere(vsphere_home, admin):
     from executor import Executor
     from vmdkops_admin.backends import get_backend

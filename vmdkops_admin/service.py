@@ -74,5 +74,7 @@ def backend_lines(fast=False):
         info = backend.session_info()
     except VmdkopsError as exc:
         return lines + [f"Session: not connected ({exc})"]
+    finally:
+        backend.close()
     return lines + [f"Product: {info['product']}",
                     f"Session: {info['user']} since {info['since']}", f"TLS: {info['tls']}"]

@@ -11,6 +11,7 @@ listing 10,000 volumes."""
 import fnmatch
 import functools
 import json
+import re
 import time
 from datetime import datetime
 
@@ -26,7 +27,7 @@ COLUMNS = (("volume", "Volume", "volume"), ("datastore", "Datastore", "datastore
            ("policy", "Policy", "policy"), ("disk-format", "Disk Format", "disk_format"),
            ("attached-to", "Attached-to", "attached_to"), ("access", "Access", "access"),
            ("attach-as", "Attach-as", "attach_as"), ("created-by", "Created By", "created_by"),
-           ("created", "Created Date", "created"))
+           ("created", "Created Date", "created"), ("taken-over", "Taken Over", "taken_over"))
 EDITABLE = {"access": ("read-write", "read-only"),
             "attach-as": ("independent_persistent", "persistent")}
 
@@ -39,7 +40,7 @@ def _record(descriptor, volume, datastore, vmgroup, options, capacity_mb, attach
             "policy": options.get("vsan-policy-name"), "disk_format": options.get("diskformat"),
             "attached_to": attached_to, "access": options.get("access", "read-write"),
             "attach_as": options.get("attach-as", "independent_persistent"),
-            "created_by": created_by, "created": created}
+            "created_by": created_by, "created": created, "taken_over": None}
 
 
 def _iso(asctime_text):
@@ -71,7 +72,18 @@ def _unindexed(backend, datastores, indexed, vm_names, vmgroups):
     return records
 
 
-def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
+def _takeovers(query):
+    """(vmgroup, vol@ds) -> "from VM A, <when>" of each volume's last takeover."""
+    last = {}
+    for vmgroup, target, detail, at in query(
+            "SELECT vmgroup, target, detail, CAST(at AS TEXT) FROM audit_events "
+            "WHERE action = 'takeover' AND outcome = 'ok' ORDER BY id"):
+        holder = re.search(r" taken over from VM (.+?), silent ", detail or "")
+        last[(vmgroup, target)] = f"from VM {holder.group(1) if holder else '?'}, {at[:10]} {at[11:19]}"
+    return last
+
+
+def list_volumes(query, backend, vmgroup_glob=None, with_used=True, with_takeovers=False):
     """Records of every volume, sorted by (volume, datastore). ``query(sql)``
     returns the rows of a query on the config DB; None without one."""
     datastores = backend.datastores()
@@ -112,6 +124,11 @@ def list_volumes(query, backend, vmgroup_glob=None, with_used=True):
     if vmgroup_glob not in (None, "*"):
         records = [r for r in records if r["vmgroup"] and fnmatch.fnmatchcase(r["vmgroup"], vmgroup_glob)]
     records.sort(key=lambda r: (r["volume"], r["datastore"]))
+    if with_takeovers and query is not None:
+        taken = _takeovers(query)
+        for record in records:
+            record["taken_over"] = taken.get((record["vmgroup"], f"{record['volume']}@{record['datastore']}"),
+                                             "never")
     if with_used:
         for record, allocated in zip(records, backend.allocated_bytes_many(
                 [record["_descriptor"] for record in records])):
@@ -161,8 +178,22 @@ def _find(session, backend, full_name, vmgroup):
             Volume.name == parsed.volume)).first()
     descriptor = backend.descriptor(datastore, group_uuid, parsed.volume)
     if not backend.disk_exists(descriptor):
-        raise NotFound(f"Volume {parsed.volume} not found.")
+        raise NotFound(f"Volume {parsed.volume} not found in vmgroup {vmgroup} on datastore {known}."
+                       + _held_elsewhere(session, datastore, parsed.volume))
     return datastore, descriptor, row
+
+
+def _held_elsewhere(session, datastore, volume):
+    """The vmgroups that have a volume of that name on the datastore, as a hint."""
+    if session is None:
+        return ""
+    from sqlalchemy import select
+
+    from .db.models import Volume, VmGroup
+
+    groups = sorted(session.scalars(select(VmGroup.name).join(Volume, Volume.vmgroup_id == VmGroup.id).where(
+        Volume.datastore_url == datastore.url, Volume.name == volume)))
+    return f" It is in vmgroup {', '.join(groups)}: name it with --vmgroup." if groups else ""
 
 
 def set_options(session, backend, full_name, vmgroup, options):
@@ -184,7 +215,7 @@ def set_options(session, backend, full_name, vmgroup, options):
                                       f"{list(EDITABLE[key])}")
         datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
     except VmdkopsError as exc:
-        raise VmdkopsError(f"{prefix} - {exc}.") from None
+        raise VmdkopsError(f"{prefix} - {str(exc).removesuffix('.')}.") from None
     meta = backend.read_metadata(descriptor) or {}
     meta.setdefault("volOpts", {}).update(pairs)
     if row is not None:

@@ -338,6 +338,8 @@ class Request:
             vm = self.backend.find_vm(meta["attachedVMUuid"])
             reply["attached to VM"] = vm.name if vm else (meta.get("attachedVMName")
                                                           or meta["attachedVMUuid"])
+            # The asking VM's plugin learns so that a volume taken from it is not its own any more.
+            reply["attached to this VM"] = meta["attachedVMUuid"].lower() == self.vm.uuid.lower()
         if "attachedVMDevice" in meta:
             reply["attachedVMDevice"] = meta["attachedVMDevice"]
         vol_opts = meta.get("volOpts")

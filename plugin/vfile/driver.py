@@ -128,7 +128,8 @@ class VfileDriver(Background, RefcountedDriver):
         self._initialized()
         check_name(name)
         opts = {str(k): str(v) for k, v in (opts or {}).items()}
-        info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts}
+        info = {"username": USER, "password": secrets.token_urlsafe(18), "opts": opts,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         stored = self.store.create(name, info)
         if stored is not None:
             if stored == opts:
@@ -316,7 +317,10 @@ class VfileDriver(Background, RefcountedDriver):
                   "Service name": details.get("serviceName") or "",
                   "Clients": snapshot.clients() or None,
                   "Options": details.get("opts") or {}}
-        return {"Name": name, "Mountpoint": self.path(name), "Status": status}
+        volume = {"Name": name, "Mountpoint": self.path(name), "Status": status}
+        if details.get("created"):
+            volume["CreatedAt"] = details["created"]  # Docker reads it from Get only, not from List
+        return volume
 
     def list(self):
         self._initialized()

@@ -4,9 +4,10 @@ of ``State``, one etcd transaction each; no other module writes these keys.
 
     SVOLS_stat_<v>            Creating -> Ready -> Mounted -> Ready
     SVOLS_info_<v>            {"username", "password", "address", "port",
-                               "serviceName", "opts", "vmgroup"}: the server,
-                               the volume's own random SMB password and the
-                               vmgroup its base volume is in
+                               "serviceName", "opts", "vmgroup", "created"}:
+                               the server, the volume's own random SMB
+                               password, the vmgroup its base volume is in
+                               and when it was made
     SVOLS_start_trigger_<v>   counters the mounting and unmounting nodes
     SVOLS_stop_trigger_<v>    increment; the managers watch them and one
     SVOLS_start_marker_<v>    wins each event by moving the marker to the

@@ -153,6 +153,10 @@ class Backend(abc.ABC):
     def stop_watch(self):
         """End a running ``watch_power_off`` (its ``stop`` set first)."""
 
+    def close(self):
+        """Give up what the backend holds on its server (a vSphere session) at
+        the end of a command or of the executor; a later call opens it again."""
+
     # -- volume folders and disks -------------------------------------------------------
 
     @abc.abstractmethod

@@ -102,13 +102,14 @@ def with_db(function=None, *, optional=False):
 def backend():
     """The installation's backend, made once per command: a parameter type
     that resolves a datastore and the command itself share it (on vSphere,
-    one login)."""
+    one login, logged out when the command ends)."""
     from ..backends import get_backend
 
     context = click.get_current_context(silent=True)
     if context is None:
         return get_backend()
-    meta = context.find_root().meta
-    if "vmdkops.backend" not in meta:
-        meta["vmdkops.backend"] = get_backend()
-    return meta["vmdkops.backend"]
+    root = context.find_root()
+    if "vmdkops.backend" not in root.meta:
+        made = root.meta["vmdkops.backend"] = get_backend()
+        root.call_on_close(made.close)
+    return root.meta["vmdkops.backend"]

@@ -7,8 +7,9 @@ from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
 from .types import DiskSizeMB
 
-CHOICES = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
+DEFAULT = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
            "attached-to", "access", "attach-as", "created-by", "created")
+CHOICES = DEFAULT + ("taken-over",)  # the last takeover: only when asked for
 SHORT = ("volume", "capacity", "disk-format", "attached-to")
 RECONCILE_COLUMNS = (Column("Volume", "volume"), Column("Problem", "problem"),
                      Column("Action", "action"))
@@ -44,7 +45,7 @@ def _list(chosen, vmgroup):
     from ..volume_admin import list_volumes
 
     with config.reader() as query:
-        return list_volumes(query, backend(), vmgroup, "used" in chosen)
+        return list_volumes(query, backend(), vmgroup, "used" in chosen, "taken-over" in chosen)
 
 
 volume = group("volume", "Manipulate volumes")
@@ -58,7 +59,7 @@ volume = group("volume", "Manipulate volumes")
 @output_format_option
 def ls(columns, vmgroup, output_format):
     """vmdkops_admin volume ls -c volume,datastore,vmgroup,capacity,used --vmgroup=vg1"""
-    chosen = columns or CHOICES
+    chosen = columns or DEFAULT
     emit_records(_columns(chosen), _list(chosen, vmgroup))
 
 

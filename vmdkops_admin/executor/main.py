@@ -217,6 +217,7 @@ def main(argv=None):
     finally:
         stop_watch()
         dispatcher.close()
+        backend.close()
         remove_state(paths)
         remove_sockets(listeners)
         log.info("==== Stopped vmdkops service ====")

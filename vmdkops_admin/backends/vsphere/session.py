@@ -130,6 +130,17 @@ class Session:
             self._views, self._datacenter_ref, self._stores = {}, None, {}
             return self._si
 
+    def close(self):
+        """Log out: vCenter keeps a session until it times out, and limits them."""
+        with self._lock:
+            si, self._si = self._si, None
+            self._views, self._datacenter_ref, self._stores = {}, None, {}
+        if si is not None:
+            try:
+                self._content.sessionManager.Logout()
+            except Exception as exc:  # noqa: BLE001 - the session is given up either way
+                log.debug("logout from %s failed: %s", self.server(), exc)
+
     def _expire(self):
         with self._lock:
             self._si = None
