@@ -5,16 +5,23 @@ in step with --help, and commands run as real processes."""
 import json
 import os
 import subprocess
+import sys
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from conftest import VM1_UUID, parse_table
 from vmdkops_admin.cli import cli
 
 
+def subcommands(group):
+    """(name, command) of a group's commands (the root's are loaded when asked for)."""
+    return [(name, group.get_command(None, name)) for name in group.list_commands(None)]
+
+
 def leaf_commands(group=cli, path=()):
-    for name, command in group.commands.items():
+    for name, command in subcommands(group):
         if isinstance(command, click.Group):
             yield from leaf_commands(command, path + (name,))
         else:
@@ -23,7 +30,7 @@ def leaf_commands(group=cli, path=()):
 
 def group_paths(group=cli, path=()):
     yield path
-    for name, command in group.commands.items():
+    for name, command in subcommands(group):
         if isinstance(command, click.Group):
             yield from group_paths(command, path + (name,))
 
@@ -321,21 +328,39 @@ def test_every_command_shows_an_example_that_parses():
     """Each command's help ends with an example of its own options, as its man page does."""
     import shlex
 
-    from click.testing import CliRunner
 
-    def leaves(group, path):
-        for name, command in group.commands.items():
-            if isinstance(command, click.Group):
-                yield from leaves(command, path + [name])
-            else:
-                yield path + [name], command
-
-    commands = list(leaves(cli, []))
+    commands = list(leaf_commands())
     assert len(commands) > 35
     for path, command in commands:
+        path = list(path)
         words = shlex.split(command.example)
         assert words[:len(path) + 1] == ["vmdkops_admin"] + path
         known = {option for param in command.params for option in param.opts + param.secondary_opts}
         assert [w.split("=")[0] for w in words if w.startswith("-") and w.split("=")[0] not in known] == []
         shown = CliRunner().invoke(cli, path + ["--help"]).output
         assert shown.rstrip().endswith(f"Example:\n    {command.example}")
+
+
+def test_the_root_help_names_each_command_with_its_own_help_and_imports_none(monkeypatch):
+    """``vmdkops_admin --help`` lists the commands from a table and writes
+    the lines that fit as they are, so that it imports no command's module
+    and neither textwrap nor shutil (its start-up is measured by
+    bench/cli_startup.py): each text there is its command's own, and the page
+    is click's own at every width."""
+    from vmdkops_admin.cli import COMMANDS, RootContext, cli
+
+    for name, text in COMMANDS.items():
+        command = cli.get_command(None, name)
+        assert (command.name, command.short_help) == (name, text)
+    code = ("import sys\nfrom vmdkops_admin.cli import main\nsys.argv = ['vmdkops_admin', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sys.modules), file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Manipulate volumes" in run.stdout
+    loaded = set(run.stderr.split())
+    assert not {f"vmdkops_admin.cli.{name}" for name in COMMANDS} & loaded
+    assert not {"textwrap", "shutil"} & loaded
+    widths = range(40, 121)
+    ours = [CliRunner().invoke(cli, ["--help"], terminal_width=width).output for width in widths]
+    monkeypatch.setattr(RootContext, "formatter_class", click.HelpFormatter)
+    assert [CliRunner().invoke(cli, ["--help"], terminal_width=width).output for width in widths] == ours

@@ -3,6 +3,10 @@ become what a user sees. A ``VmdkopsError`` prints ``ERROR:{text}`` and exits 2;
 anything unexpected is logged with its traceback and shown as a short line
 with an id to find it in the log, never as a traceback."""
 
+import importlib
+import os
+import sys
+
 import click
 
 from ..errors import VmdkopsError
@@ -16,7 +20,73 @@ class CommandFailed(click.ClickException):
         click.echo(f"ERROR:{self.message}")
 
 
+# The commands, in the order ``--help`` lists them, each in the module of its
+# name, with its short help: a module is imported only when its command is
+# asked for, so ``--help`` imports none (tests/test_cli.py checks that each
+# text here is its command's own).
+COMMANDS = {
+    "volume": "Manipulate volumes",
+    "policy": "Configure and display storage policy information",
+    "vmgroup": "Administer and monitor volume access control",
+    "config": "Init and manage Config DB to enable quotas and access control",
+    "host": "List (and on the local backend, manage) datastores and VMs",
+    "report": "Reports for cron and monitoring: usage, history and audit",
+    "status": "Show the status of the vmdk_ops service",
+}
+
+
+def _fits(text, width):
+    return len(text) <= width and text == text.strip() and not any(c in text for c in "\n\b\t")
+
+
+class _FittingFormatter(click.HelpFormatter):
+    """Click's help formatter, writing a text that fits on its line as it is:
+    the root's help then needs no textwrap (a third of what ``--help`` costs
+    beyond its imports). tests/test_cli.py checks the output is click's own."""
+
+    def write_usage(self, prog, args="", prefix=None):
+        start = f"{prefix or 'Usage: ':>{self.current_indent}}{prog} "
+        width = self.width - self.current_indent
+        if not args or width < len(start) + 20 or not _fits(start + args, width):
+            return super().write_usage(prog, args, prefix)
+        self.write(f"{start}{args}\n")
+
+    def write_text(self, text):
+        indent = " " * self.current_indent
+        paragraphs = text.split("\n\n")
+        if not all(_fits(p, self.width - self.current_indent) for p in paragraphs):
+            return super().write_text(text)
+        self.write("\n\n".join(indent + p for p in paragraphs) + "\n")
+
+    def write_dl(self, rows, col_max=30, col_spacing=2):
+        first_col = min(max((len(first) for first, _ in rows), default=0), col_max) + col_spacing
+        if not all(_fits(text, max(self.width - first_col - 2, 10)) for _, text in rows):
+            return super().write_dl(rows, col_max, col_spacing)
+        for first, text in rows:
+            pad = (" " * (first_col - len(first)) if len(first) <= first_col - col_spacing
+                   else "\n" + " " * (first_col + self.current_indent))
+            self.write(f"{'':>{self.current_indent}}{first}{pad}{text}\n")
+
+
+class RootContext(click.Context):
+    formatter_class = _FittingFormatter
+
+
 class RootGroup(CommandGroup):
+    context_class = RootContext
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        return getattr(importlib.import_module(f"{__name__}.{name}"), name)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl(list(COMMANDS.items()))
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -30,7 +100,6 @@ class RootGroup(CommandGroup):
 
 def _internal_error(exc):
     import logging
-    import os
     import uuid
 
     from ..paths import layout
@@ -62,16 +131,18 @@ def cli(output_format):
     pass
 
 
-def _add_commands():
-    from . import config, host, policy, report, status, vmgroup, volume
-
-    for command in (volume.volume, policy.policy, vmgroup.vmgroup, config.config, host.host,
-                    report.report, status.status):
-        cli.add_command(command)
-
-
-_add_commands()
+def _help_width():
+    """The width click's help formatter would take from shutil, found without
+    importing shutil (a third of what ``--help`` costs beyond its imports)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(min(columns, 80) - 2, 50)
 
 
 def main():
-    return cli.main(prog_name="vmdkops_admin")
+    return cli.main(prog_name="vmdkops_admin", terminal_width=_help_width())

@@ -45,6 +45,12 @@ def _option_lines(command):
     return lines
 
 
+def _commands(group):
+    """Name -> command of a group's commands, in its order (the root's are
+    imported only when asked for)."""
+    return {name: group.get_command(None, name) for name in group.list_commands(None)}
+
+
 def _leaves(group, path):
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
@@ -77,7 +83,7 @@ def _main_page(cli):
               ".SH DESCRIPTION", _paragraphs(cli.help), ".SH OPTIONS"]
     lines += _option_lines(cli)
     lines.append(".SH COMMANDS")
-    for name, command in cli.commands.items():
+    for name, command in _commands(cli).items():
         if isinstance(command, click.Group):
             lines += [".TP", f"\\fB{_escape(name)}\\fR", _escape(command.short_help or ""),
                       f"See \\fB{PROG}\\-{_escape(name)}\\fR(1)."]
@@ -109,7 +115,7 @@ def _main_page(cli):
         ".TP", "\\fI$VMDKOPS_HOME/auth\\-db.url\\fR", "The URL of a shared database (MultiNode).",
         ".TP", "\\fI$VMDKOPS_HOME/inventory.json\\fR", "Datastores and VMs of the local backend.",
         ".SH SEE ALSO",
-        ", ".join(f"\\fB{PROG}\\-{_escape(name)}\\fR(1)" for name, command in cli.commands.items()
+        ", ".join(f"\\fB{PROG}\\-{_escape(name)}\\fR(1)" for name, command in _commands(cli).items()
                   if isinstance(command, click.Group))]
     return "\n".join(lines) + "\n"
 
@@ -175,7 +181,7 @@ def pages(cli):
     """File name -> roff text for every page."""
     result = {f"{PROG}.1": _main_page(cli)}
     result.update({f"{name}.1": _service_page(name) for name in SERVICES})
-    for name, command in cli.commands.items():
+    for name, command in _commands(cli).items():
         if isinstance(command, click.Group):
             result[f"{PROG}-{name}.1"] = _group_page(name, command)
     return result

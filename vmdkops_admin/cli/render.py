@@ -12,7 +12,6 @@ from typing import Callable, Optional
 
 import click
 
-FORMATS = ("table", "json", "csv", "xml")
 ESXCLI_NS = "http://www.vmware.com/Products/ESX/6.0/esxcli/"
 
 
@@ -83,7 +82,7 @@ def emit_records(columns, records):
 
 
 def format_records(columns, records, fmt):
-    """A listing as text in one of FORMATS."""
+    """A listing as text in one of options.FORMATS."""
     if fmt == "json":
         import json
 

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .options import backend, command, group, output_format_option, with_db
-from .render import FORMATS, Column, emit_records, format_records
+from .options import FORMATS, backend, command, group, output_format_option, with_db
+from .render import Column, emit_records, format_records
 from .render import output_format as chosen_format
 
 EXIT_THRESHOLD = 4
