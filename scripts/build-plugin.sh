@@ -143,7 +143,7 @@ cat > "$work/config.json" <<EOF
   "linux": $linux,
   "mounts": [
 $mounts
-$(bind config "the folder of $binary.conf" /etc/vmdkops /etc/vmdkops '["rbind", "ro"]'
+$(bind config "the folder of $binary.conf (optional file)" /etc /etc/vmdkops '["rbind", "ro"]'
   bind log "the log folder" /var/log /var/log '["rbind"]')
 $(bind docker "Docker's API socket" /var/run/docker.sock /var/run/docker.sock '["bind"]' | sed '$ s/,$//')
   ],

@@ -180,19 +180,22 @@ class DockerHost:
             raise RuntimeError(f"the plugin did not start: {self.read_log()}")
         return self
 
-    def install_plugin(self, reference, alias="vsphere"):
+    def install_plugin(self, reference, alias="vsphere", config=True):
         """The managed plugin from a registry, as users install it, with this
-        VM's credential and the host's executor; its log in this host's folder."""
+        VM's credential and the host's executor; its log in this host's folder;
+        its config folder this host's own, or (``config=False``) the default."""
         self.credential = os.path.join(self.dir, "credential")
         with open(self.credential, "w") as f:
             f.write(self.executor.token(self.vm))
         self.settings, self.logs = os.path.join(self.dir, "etc"), os.path.join(self.dir, "log")
-        os.makedirs(self.settings)
-        os.makedirs(self.logs)
+        os.makedirs(self.settings, exist_ok=True)
+        os.makedirs(self.logs, exist_ok=True)
         self.plugin_log = os.path.join(self.logs, "vsphere-storage-for-docker.log")
-        self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference,
-                    f"executor.source={os.path.dirname(self.executor.socket)}", f"credential.source={self.credential}",
-                    f"config.source={self.settings}", f"log.source={self.logs}", f"docker.source={self.socket}",
+        sources = [f"executor.source={os.path.dirname(self.executor.socket)}", f"credential.source={self.credential}",
+                   f"log.source={self.logs}", f"docker.source={self.socket}"]
+        if config:
+            sources.append(f"config.source={self.settings}")
+        self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference, *sources,
                     "VDVS_LOG_LEVEL=debug", timeout=300)
         if not self._wait(lambda: "Refcounting successfully completed" in self.read_log(), 30):
             raise RuntimeError(f"the managed plugin did not start: {self.read_log()}")

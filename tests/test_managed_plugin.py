@@ -7,6 +7,7 @@ the managed plugin too: test_docker_e2e.py; shared volumes through managed
 plugins on a swarm: test_vfile.py.)"""
 
 import glob
+import json
 import os
 import signal
 import time
@@ -83,3 +84,21 @@ def test_disable_with_volumes_and_set_while_disabled(docker_host):
     assert "log_level=debug" in host.read_log().split("Starting plugin")[-1]
     assert "[DEBUG]" in host.read_log().split("Starting plugin")[-1]
     host.docker("volume", "rm", "held")
+
+
+def test_an_install_without_a_config_folder_starts(docker_host, vsphere_plugin):
+    """A fresh host has no /etc/vmdkops: an install naming no config.source
+    reads the host's /etc (where the legacy plugin's
+    vsphere-storage-for-docker.conf lives, read-only) and starts. The test
+    host still names its log folder and its dockerd's socket, which a real
+    host has at the defaults."""
+    host = docker_host()
+    host.docker("plugin", "disable", ALIAS)
+    host.docker("plugin", "rm", ALIAS)
+    host.install_plugin(vsphere_plugin, config=False)
+    mounts = host.docker("plugin", "inspect", "-f", "{{json .Settings.Mounts}}", ALIAS).stdout
+    assert {"Source": "/etc", "Destination": "/etc/vmdkops"}.items() <= \
+        next(m for m in json.loads(mounts) if m["Name"] == "config").items()
+    host.docker("volume", "create", "-d", ALIAS, "fresh")
+    assert host.run(["-v", "fresh:/data"], "echo ok > /data/f && cat /data/f").stdout == "ok\n"
+    host.docker("volume", "rm", "fresh")
