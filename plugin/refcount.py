@@ -49,6 +49,16 @@ class RefcountedDriver:
     def target(self, key):
         return f"{self.root}/{key}"
 
+    # -- the process: what runs once the socket is bound, and at exit ------------------
+
+    def start(self):
+        """Runs in the background once the plugin's socket is bound: the
+        recovery of the counts, and whatever else the driver needs first."""
+        self.recover()
+
+    def stop(self):
+        """Runs when the plugin stops serving Docker."""
+
     # -- what a driver says ---------------------------------------------------------
 
     def resolve(self, name):

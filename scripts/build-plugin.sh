@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 tools="/bin/sh mount umount"
 case "$driver" in
-    vsphere) binary=vsphere-storage-for-docker; module=plugin.main; mountpoint=/mnt/vmdk
+    vsphere) binary=vsphere-storage-for-docker; module=plugin.vsphere; mountpoint=/mnt/vmdk
              tools="$tools losetup blkid blockdev mke2fs mkfs.ext2 mkfs.ext3 mkfs.ext4 mkfs.xfs e2fsck
                     resize2fs xfs_growfs" ;;
     vfile) binary=vfile; module=plugin.vfile; mountpoint=/mnt/vfile

@@ -170,7 +170,7 @@ class DockerHost:
         config = os.path.join(self.dir, "plugin.conf")
         with open(config, "w") as f:
             f.write('{"LogLevel": "debug"}\n')
-        argv = [sys.executable, "-m", "plugin.main", "--config", config, "--driver", self.driver,
+        argv = [sys.executable, "-m", "plugin.vsphere", "--config", config, "--driver", self.driver,
                 "--mount_root", self.mount_root, "--socket_dir", self.plugin_dir, "--executor_socket", self.executor.socket,
                 "--credential_file", credential, "--docker_socket", self.socket,
                 "--log_path", self.plugin_log]

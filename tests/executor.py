@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from plugin import protocol
+from plugin.vsphere import protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

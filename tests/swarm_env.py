@@ -163,7 +163,7 @@ class Node:
         with open(credential, "w") as f:
             f.write(self.swarm.executor.token(self.vm))
         log = os.path.join(self.dir, "vsphere.log")
-        argv = [sys.executable, "-m", "plugin.main", "--config", os.path.join(self.dir, "none.conf"),
+        argv = [sys.executable, "-m", "plugin.vsphere", "--config", os.path.join(self.dir, "none.conf"),
                 "--mount_root", self.vmdk_root, "--socket_dir", self.plugin_dir,
                 "--executor_socket", self.swarm.executor.socket, "--credential_file", credential,
                 "--docker_socket", self.socket, "--log_path", log, "--log_level", "debug"]

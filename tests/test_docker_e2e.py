@@ -348,7 +348,7 @@ def test_nothing_is_removed_before_recovery(executor, tmp_path):
     credential.write_text(executor.token("VM1"))
     driver = f"vmdkt{os.getpid()}init"
     plugin = subprocess.Popen(
-        [sys.executable, "-m", "plugin.main", "--config", str(tmp_path / "none.conf"),
+        [sys.executable, "-m", "plugin.vsphere", "--config", str(tmp_path / "none.conf"),
          "--driver", driver, "--socket_dir", str(tmp_path), "--mount_root", str(tmp_path / "mnt"),
          "--executor_socket", executor.socket, "--credential_file", str(credential),
          "--docker_socket", str(tmp_path / "docker.sock"), "--log_path", str(tmp_path / "log")],

@@ -28,7 +28,7 @@ def test_version_and_protocol(executor):
 
 
 def protocol_call(executor, message):
-    from plugin import protocol
+    from plugin.vsphere import protocol
 
     return protocol.call(protocol.unix_connector(executor.socket), message)
 
@@ -384,7 +384,7 @@ def test_this_machines_credential_is_written_at_first_start(executor, home):
     import socket
     import stat
 
-    from plugin import protocol
+    from plugin.vsphere import protocol
 
     path = home / "local-vm.credential"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

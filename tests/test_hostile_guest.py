@@ -353,7 +353,7 @@ def slow_clients(executor, count, stop):
     """``count`` connections that each send one byte of a request every 2 s."""
     import socket
 
-    from plugin import protocol
+    from plugin.vsphere import protocol
 
     frame = protocol.HEADER.pack(protocol.MAGIC, 100) + b"{" * 100
     sockets = []
@@ -436,7 +436,7 @@ def test_a_request_must_arrive_whole_within_its_deadline(executor):
     """A client that keeps sending, slowly, is still dropped at the deadline."""
     import socket
 
-    from plugin import protocol
+    from plugin.vsphere import protocol
     from vmdkops_admin.executor.server import REQUEST_DEADLINE
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

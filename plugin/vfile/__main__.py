@@ -2,6 +2,6 @@
 
 import sys
 
-from ..main import vfile_main
+from .main import main
 
-sys.exit(vfile_main())
+sys.exit(main())

@@ -26,7 +26,7 @@ from .lease import Lease
 from .pki import NoCertificates, SwarmLocked
 from .fileserver import FileServers, base_volume
 from .managers import Managers
-from .relay import Relays
+from .relays import Relays
 from .smb import MountFailed, method
 from .state import MOUNTED, READY, START, STOP, USER, State, check_name
 
@@ -63,6 +63,8 @@ class VfileDriver(Background, RefcountedDriver):
     def start(self):
         """Connect to (or start) etcd, then take the node's lease, watch the
         triggers on a manager, and rebuild the mount counts."""
+        log.info("VSSD plugin started version=vSphere Shared Storage for Docker Driver socket=%s",
+                 self.config.socket_path)
         # What leads to a share or a password (etcd's data, the node's key,
         # the SMB clients' settings) is root's alone.
         os.makedirs(self.config.StateDir, mode=0o700, exist_ok=True)

@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from plugin import protocol
+from plugin.vsphere import protocol
 
 from .. import credentials
 from ..errors import VM_NOT_FOUND

@@ -10,10 +10,10 @@ import os
 import threading
 import time
 
-from . import fs
+from .. import fs
+from ..refcount import DriverError, RefcountedDriver
 from .client import ExecutorError
 from .devices import DeviceNotFound, wait_for
-from .refcount import DriverError, RefcountedDriver
 
 log = logging.getLogger("vmdkops.plugin")
 
@@ -35,15 +35,19 @@ class Driver(RefcountedDriver):
         self.devices = devices
         self._stopping = threading.Event()
 
-    # -- liveness -----------------------------------------------------------------
+    # -- start, liveness and stop ---------------------------------------------------
 
-    def start_reporting(self):
+    def start(self):
+        """Report, then rebuild the mount counts."""
+        log.info("Docker VMDK plugin started socket=%s mount_root=%s", self.config.socket_path,
+                 self.config.MountRoot)
+        threading.Thread(target=self._report, name="report", daemon=True).start()
+        self.recover()
+
+    def _report(self):
         """Tell the executor every ReportInterval seconds that this VM's
         plugin is alive: a VM that stops reporting can have its volumes
         taken over by another (once it is cut off from them)."""
-        threading.Thread(target=self._report, name="report", daemon=True).start()
-
-    def _report(self):
         failing = False
         while True:
             try:
