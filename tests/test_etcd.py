@@ -16,6 +16,7 @@ import pytest
 from conftest import missing
 from executor import stop_process
 from plugin.vfile import etcd as kv
+from plugin.vfile import txn
 from plugin.vfile.etcd import Etcd, EtcdError, LeaseNotFound, WaitTimeout
 from plugin.vfile.lease import Lease
 from plugin.vfile.state import START, STAT, State
@@ -72,11 +73,11 @@ def cluster(tmp_path):
 def test_keys_transactions_and_leases(cluster):
     endpoints, _ = cluster
     client = Etcd(endpoints)
-    made, _ = client.txn([kv.absent("SVOLS_stat_a")], [kv.put_op("SVOLS_stat_a", "Creating")],
-                         [kv.get_op("SVOLS_stat_a")])
+    made, _ = client.txn([txn.absent("SVOLS_stat_a")], [txn.put_op("SVOLS_stat_a", "Creating")],
+                         [txn.get_op("SVOLS_stat_a")])
     assert made
-    again, ranges = client.txn([kv.absent("SVOLS_stat_a")], [kv.put_op("SVOLS_stat_a", "Ready")],
-                               [kv.get_op("SVOLS_stat_a")])
+    again, ranges = client.txn([txn.absent("SVOLS_stat_a")], [txn.put_op("SVOLS_stat_a", "Ready")],
+                               [txn.get_op("SVOLS_stat_a")])
     assert not again and ranges[0][0].value == "Creating"  # create-if-absent never resets
     assert client.get("SVOLS_stat_a") == "Creating" and client.get("nosuch") is None
     lease = client.grant(5)
@@ -194,8 +195,8 @@ def test_a_wait_for_the_file_server_moves_its_trigger_again(cluster):
     the server moves the trigger again, and a later event starts it."""
     endpoints, _ = cluster
     client = Etcd(endpoints)
-    client.txn([], [kv.put_op(STAT + "w", "Ready"), kv.put_op("SVOLS_info_w", '{"username": "vfile"}'),
-                    kv.put_op(START + "w", "0")])
+    client.txn([], [txn.put_op(STAT + "w", "Ready"), txn.put_op("SVOLS_info_w", '{"username": "vfile"}'),
+                    txn.put_op(START + "w", "0")])
     seen = []
 
     def manager(kind, item, previous):  # fails the first event, handles the next
@@ -506,3 +507,101 @@ def test_a_mount_is_a_record_that_outlives_the_nodes_lease(cluster):
     store.unmount("v", "n2")
     store.delete("v")
     assert store.snapshot("v") is None and store.states() == {}
+
+
+class _ManagerNode:
+    """What ``Managers`` asks of its node, on a real etcd: a manager with no
+    missed trigger and no file server."""
+
+    def __init__(self, client):
+        from types import SimpleNamespace
+
+        self.etcd, self.servers, self.stopping = client, None, threading.Event()
+        self.store = SimpleNamespace(missed_events=lambda: [], states=lambda: {})
+        self.cluster = SimpleNamespace(is_manager=lambda fresh=False: True)
+        self.config = SimpleNamespace(EtcdEndpoints="external")
+
+
+def test_a_manager_demoted_and_promoted_at_once_handles_each_trigger_once(cluster):
+    from plugin.vfile.managers import Managers
+
+    client = Etcd(cluster[0])
+    node = _ManagerNode(client)
+    managers, handled, before = Managers(node), [], set(threading.enumerate())
+    managers._start_server = lambda name, value: handled.append((name, value))
+    client.put(START + "v", "0")
+    try:
+        managers.start()
+        managers.stop()
+        managers.start()
+        deadline, moves = time.monotonic() + 10, 0
+        while not handled:  # the trigger moves until a watch is open
+            assert time.monotonic() < deadline
+            moves += 1
+            client.put(START + "v", str(moves))
+            time.sleep(0.3)
+        client.put(START + "v", "last")
+        time.sleep(1)
+        values = [value for _, value in handled]
+        assert values[-1] == "last" and len(values) == len(set(values)), values
+        assert [t.name for t in set(threading.enumerate()) - before].count("watch") == 1
+    finally:
+        node.stopping.set()
+        managers.stop()
+
+
+def test_a_burst_of_triggers_is_handled_by_a_bounded_pool(cluster):
+    from plugin.vfile.managers import TRIGGER_WORKERS, Managers
+
+    client = Etcd(cluster[0])
+    node = _ManagerNode(client)
+    managers, handled, running, guard = Managers(node), [], [0, 0], threading.Lock()
+    before = set(threading.enumerate())
+
+    def start_server(name, value):
+        with guard:
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.3)
+        with guard:
+            running[0] -= 1
+            handled.append(name)
+
+    managers._start_server = start_server
+    names = [f"burst{i}" for i in range(3 * TRIGGER_WORKERS)]
+    client.txn([], [txn.put_op(START + name, "0") for name in names])
+    try:
+        managers.start()
+        time.sleep(0.5)
+        client.txn([], [txn.put_op(START + name, "1") for name in names])
+        deadline = time.monotonic() + 20
+        while len(handled) < len(names):
+            assert time.monotonic() < deadline, handled
+            time.sleep(0.1)
+        assert sorted(handled) == sorted(names)
+        assert running[1] == TRIGGER_WORKERS
+        assert len([t for t in set(threading.enumerate()) - before if t.name.startswith("trigger-")]) == \
+            TRIGGER_WORKERS
+    finally:
+        node.stopping.set()
+        managers.stop()
+
+
+def test_a_wait_goes_on_when_its_member_dies(cluster):
+    """The stream of a wait for a key dies with its member: the wait opens
+    it again on another from the revision it saw, and sees the value put then."""
+    endpoints, processes = cluster
+    client = Etcd(endpoints)
+    client.put(STAT + "m", "Ready")
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(client.wait_until(STAT + "m", "Mounted", 20)))
+    waiter.start()
+    time.sleep(0.5)
+    answered = client._ordered()[0]
+    victim = processes[endpoints.index(answered)]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(0.5)
+    Etcd([e for e in endpoints if e != answered]).put(STAT + "m", "Mounted")
+    waiter.join(timeout=25)
+    assert result == [True]

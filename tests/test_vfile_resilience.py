@@ -20,10 +20,11 @@ import uuid
 import pytest
 
 from executor import no_file_has_two_loops
+from plugin.vfile.background import HELPER_INTERVAL
+from plugin.vfile.node import LEASE_TTL
 from swarm_env import start_swarm, stop_swarm, wait
 from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
 
-LEASE_TTL, HELPER_INTERVAL = 10, 15
 DEAD_NODE_GRACE = 25  # shorter than the default (60 s), longer than a cut-off below
 SWARM_DOWN = 20  # seconds swarm takes to report a node that died down (13-15 s seen)
 TAKEOVER_AFTER = 15  # a silent VM's volumes are taken over after it (the default, 30 s, in bench/failover.py)

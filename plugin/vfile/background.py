@@ -1,6 +1,8 @@
-"""What a vfile plugin does in the background on its node: follow the file
-servers of its mounts when swarm moves them (the relays are pointed at the
-new place), and every ``HELPER_INTERVAL`` seconds follow the swarm's
+"""What a vfile plugin does besides Docker's requests (mixed into
+``VfileDriver``): its start-up (etcd, the node's lease, the managers' work,
+the recovery of the mount counts) and stop; and in the background, follow
+the file servers of its mounts when swarm moves them (the relays are
+pointed at the new place), and every ``HELPER_INTERVAL`` seconds follow the swarm's
 rotation of the node's certificate and the node's swarm role (a promoted
 node joins the etcd cluster, a demoted one leaves it), record the unmounts
 etcd did not hear of, and on a manager keep etcd's hosts and gate and stop
@@ -8,12 +10,14 @@ the file servers nobody uses any more."""
 
 import json
 import logging
+import os
+import threading
 
 from ..docker_api import DockerError, DockerUnavailable
 from ..refcount import DriverError
 from .cluster import NotReady
 from .etcd import EtcdError
-from .pki import NoCertificates
+from .pki import NoCertificates, SwarmLocked
 from .state import INFO
 
 log = logging.getLogger("vmdkops.plugin")
@@ -21,7 +25,69 @@ HELPER_INTERVAL = 15
 
 
 class Background:
-    """(Mixed into ``VfileDriver``.)"""
+    # -- start-up -------------------------------------------------------------------------
+
+    def start(self):
+        """Connect to (or start) etcd, then take the node's lease, watch the
+        triggers on a manager, and rebuild the mount counts."""
+        log.info("VSSD plugin started version=vSphere Shared Storage for Docker Driver socket=%s",
+                 self.config.socket_path)
+        # What leads to a share or a password (etcd's data, the node's key,
+        # the SMB clients' settings) is root's alone.
+        os.makedirs(self.config.StateDir, mode=0o700, exist_ok=True)
+        os.chmod(self.config.StateDir, 0o700)
+        threading.Thread(target=self._prepare_node, name="image", daemon=True).start()
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.cluster.start()
+                self.lease.grant()
+                break
+            except SwarmLocked as exc:
+                log.error("%s", exc)
+                self.refused = str(exc)
+                return
+            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, OSError) as exc:
+                log.warning("Failed to create new KV store. Retry: %s", exc)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5)
+        if self.stopping.is_set():
+            return
+        threading.Thread(target=self.lease.keep, args=(self.stopping,), name="lease", daemon=True).start()
+        if self.cluster.is_manager():
+            self.managers.start()
+        threading.Thread(target=self._follow_servers, name="servers", daemon=True).start()
+        self.initialized.set()
+        log.info("VSSD plugin is initialized: node=%s address=%s manager=%s etcd=%s",
+                 self.cluster.node_id, self.cluster.address, self.managers.active,
+                 ",".join(self.cluster.endpoints()))
+        if self.recover():
+            self._reconcile_clients()
+            for name in self.relays.volumes():
+                if not self.users(name):
+                    self.relays.stop(name)  # of a mount that ended while the plugin was down
+        threading.Thread(target=self._helper, name="helper", daemon=True).start()
+
+    def _prepare_node(self):
+        """Make this node able to run file servers: the Samba image loaded,
+        and the volume plugins known to the swarm. Swarm places a task that
+        mounts a volume of a driver only on nodes whose description lists
+        that driver, and Docker lists a plugin on a socket once it was used:
+        a listing of the volumes uses them all."""
+        try:
+            self.docker.get("/volumes")
+            self.servers.ensure_image()
+        except (DockerError, DockerUnavailable, OSError) as exc:
+            log.warning("Could not prepare this node for file servers: %s", exc)
+
+    def stop(self):
+        self.stopping.set()
+        self.etcd.close_watches()
+        self.lease.revoke()
+        if not self.config.EtcdEndpoints:
+            self.cluster.stop()
+
+    # -- the background loops ------------------------------------------------------------------
 
     def _follow_servers(self):
         """Point the relays of this node's mounts at their file server when it

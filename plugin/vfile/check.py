@@ -14,15 +14,15 @@ from .pki import NoCertificates, SwarmLocked
 from .state import CREATING, MOUNTED, STOP, USER
 
 
-def findings(driver):
+def findings(node):
     """(volume, problem, remedy, repair or None) of everything that disagrees.
     Metadata is deleted only on a whole view: the internal driver listed its
     volumes without a warning, and the volume's base volume, if it were
     there, would be in the vmgroup this node sees."""
-    store, servers = driver.store, driver.servers
+    store, servers = node.store, node.servers
     states, used = store.states(), store.mounted()
     served = set(servers.volumes_served())
-    listing = driver.docker.get("/volumes")
+    listing = node.docker.get("/volumes")
     whole = not listing.get("Warnings")
     listed = [v["Name"] for v in listing.get("Volumes") or []]
     bases = {name[len(BASE_PREFIX):].split("@")[0] for name in listed if name.startswith(BASE_PREFIX)}
@@ -37,7 +37,7 @@ def findings(driver):
     for name in sorted(served - set(states)):
         found.append((name, "a file server runs for a volume that is gone",
                       f"stop it: docker service rm vFileServer{name}",
-                      lambda name=name: servers.stop(name, driver.timeout)))
+                      lambda name=name: servers.stop(name, node.timeout)))
     for name in sorted(bases - set(states)):
         found.append((name, f"a base volume {BASE_PREFIX}{name} without metadata",
                       f"make it a shared volume again (--repair), or remove it: docker volume rm "
@@ -79,10 +79,10 @@ def _adopt(store, servers, name):
     store.adopt(name, dict(info, vmgroup=vmgroup) if vmgroup else info)
 
 
-def run(driver, repair):
+def run(node, repair):
     try:
-        driver.cluster.secure()
-        found = findings(driver)
+        node.cluster.secure()
+        found = findings(node)
     except (EtcdError, DockerError, DockerUnavailable, SwarmLocked, NoCertificates) as exc:
         print(f"vfile: cannot check: {exc}", file=sys.stderr)
         return 2

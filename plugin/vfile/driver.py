@@ -1,9 +1,10 @@
 """The vfile driver (spec plugin PART B, DESIGN D11-D14): a shared volume
 ``<v>`` is a base volume ``_vF_<v>`` of the internal driver, served over SMB
 by the swarm service ``vFileServer<v>`` while any node mounts it, its state
-in etcd (``state``). This module is what every node does: Docker's volume
-operations, the node's lease and mounts, following its swarm role; the
-managers' own part is ``managers``.
+in etcd (``state``). This module is Docker's volume operations on a node
+and the node's mount records; the parts they use are ``node``'s, the
+start-up, stop and background loops ``background``'s, and the managers'
+own work ``managers``'.
 
 Changes from the original (D12): create is create-if-absent; the global
 refcount is the number of live client keys; locks are lease-bound
@@ -17,22 +18,19 @@ import threading
 import time
 
 from .. import fs
-from ..docker_api import Docker, DockerError, DockerUnavailable, quote
+from ..docker_api import DockerError, DockerUnavailable, quote
 from ..refcount import DriverError, RefcountedDriver
 from .background import Background
-from .cluster import Cluster, NotReady
 from .etcd import EtcdError
-from .lease import Lease
-from .pki import NoCertificates, SwarmLocked
-from .fileserver import FileServers, base_volume
+from .fileserver import base_volume
 from .managers import Managers
+from .node import Node
 from .relays import Relays
 from .smb import MountFailed, method
-from .state import MOUNTED, READY, START, STOP, USER, State, check_name
+from .state import MOUNTED, READY, START, STOP, USER, check_name
 
 log = logging.getLogger("vmdkops.plugin")
 NOT_INITIALIZED = "VSSD volume driver is not fully initialized yet."
-LEASE_TTL = 10
 
 
 class VfileDriver(Background, RefcountedDriver):
@@ -40,85 +38,15 @@ class VfileDriver(Background, RefcountedDriver):
 
     def __init__(self, config):
         super().__init__(config)
-        self.docker = Docker(config.DockerSocket)
-        self.cluster = Cluster(config, self.docker)
-        self.etcd = self.cluster.etcd()
-        self.servers = FileServers(self.docker, config)
+        self.node = node = Node(config, self._register_all)
+        self.docker, self.cluster, self.etcd, self.servers, self.store, self.lease, self.stopping = (
+            node.docker, node.cluster, node.etcd, node.servers, node.store, node.lease, node.stopping)
         self.mounter = method(config.MountMethod, config.StateDir)
         self.relays = Relays(config.StateDir)
-        self.store = State(self.etcd, config.ServiceTimeout)
-        self.managers = Managers(self)
+        self.managers = Managers(node)
         self.initialized = threading.Event()
         self.refused = None  # why the plugin cannot serve at all (a locked swarm)
         self.unsettled = set()  # volumes unmounted here while etcd did not answer
-        self.stopping = threading.Event()
-        self.lease = Lease(self.etcd, LEASE_TTL, self._register_all)
-
-    @property
-    def timeout(self):
-        return self.config.ServiceTimeout
-
-    # -- start-up -------------------------------------------------------------------------
-
-    def start(self):
-        """Connect to (or start) etcd, then take the node's lease, watch the
-        triggers on a manager, and rebuild the mount counts."""
-        log.info("VSSD plugin started version=vSphere Shared Storage for Docker Driver socket=%s",
-                 self.config.socket_path)
-        # What leads to a share or a password (etcd's data, the node's key,
-        # the SMB clients' settings) is root's alone.
-        os.makedirs(self.config.StateDir, mode=0o700, exist_ok=True)
-        os.chmod(self.config.StateDir, 0o700)
-        threading.Thread(target=self._prepare_node, name="image", daemon=True).start()
-        delay = 0.5
-        while not self.stopping.is_set():
-            try:
-                self.cluster.start()
-                self.lease.grant()
-                break
-            except SwarmLocked as exc:
-                log.error("%s", exc)
-                self.refused = str(exc)
-                return
-            except (EtcdError, NotReady, NoCertificates, DockerError, DockerUnavailable, OSError) as exc:
-                log.warning("Failed to create new KV store. Retry: %s", exc)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 5)
-        if self.stopping.is_set():
-            return
-        threading.Thread(target=self.lease.keep, args=(self.stopping,), name="lease", daemon=True).start()
-        if self.cluster.is_manager():
-            self.managers.start()
-        threading.Thread(target=self._follow_servers, name="servers", daemon=True).start()
-        self.initialized.set()
-        log.info("VSSD plugin is initialized: node=%s address=%s manager=%s etcd=%s",
-                 self.cluster.node_id, self.cluster.address, self.managers.active,
-                 ",".join(self.cluster.endpoints()))
-        if self.recover():
-            self._reconcile_clients()
-            for name in self.relays.volumes():
-                if not self.users(name):
-                    self.relays.stop(name)  # of a mount that ended while the plugin was down
-        threading.Thread(target=self._helper, name="helper", daemon=True).start()
-
-    def _prepare_node(self):
-        """Make this node able to run file servers: the Samba image loaded,
-        and the volume plugins known to the swarm. Swarm places a task that
-        mounts a volume of a driver only on nodes whose description lists
-        that driver, and Docker lists a plugin on a socket once it was used:
-        a listing of the volumes uses them all."""
-        try:
-            self.docker.get("/volumes")
-            self.servers.ensure_image()
-        except (DockerError, DockerUnavailable, OSError) as exc:
-            log.warning("Could not prepare this node for file servers: %s", exc)
-
-    def stop(self):
-        self.stopping.set()
-        self.etcd.close_watches()
-        self.lease.revoke()
-        if not self.config.EtcdEndpoints:
-            self.cluster.stop()
 
     def _initialized(self):
         if not self.initialized.is_set():
@@ -157,9 +85,9 @@ class VfileDriver(Background, RefcountedDriver):
             raise DriverError(f"Plugin initialization in progress. Cannot remove volume {name}")
         if self.users(name):
             raise DriverError(f"Remove failed: Containers on this host VM are still using volume {name}.")
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.node.timeout
         while True:
-            unlock = self.lock(name)
+            unlock = self.node.lock(name)
             try:
                 snapshot = self.store.snapshot(name)
                 if snapshot is None:
@@ -181,7 +109,7 @@ class VfileDriver(Background, RefcountedDriver):
 
     def _delete_base(self, name):
         """Delete the base volume; the file server's task may still hold it a moment."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.node.timeout
         while True:
             try:
                 self.docker.delete(f"/volumes/{quote(base_volume(name))}")
@@ -211,7 +139,7 @@ class VfileDriver(Background, RefcountedDriver):
 
     def mount_volume(self, name, context=None):
         before = self.etcd.requests()
-        unlock = self.lock(name)
+        unlock = self.node.lock(name)
         try:
             snapshot = self.store.snapshot(name)
             if snapshot is None:
@@ -220,7 +148,7 @@ class VfileDriver(Background, RefcountedDriver):
             try:
                 port = self.relays.point(name, info["address"], info["port"])
                 self.mounter.mount(name, self.target(name), "127.0.0.1", port, info["username"],
-                                   info["password"], time.monotonic() + self.timeout)
+                                   info["password"], time.monotonic() + self.node.timeout)
             except (MountFailed, OSError) as exc:
                 log.error("Mount of %s failed: %s", name, exc)
                 self.relays.stop(name)
@@ -266,7 +194,7 @@ class VfileDriver(Background, RefcountedDriver):
         log.info("Unmounted name=%s etcd_requests=%d", name, self.etcd.requests() - before)
 
     def _unregister(self, name):
-        unlock = self.lock(name)
+        unlock = self.node.lock(name)
         try:
             self.store.unmount(name, self.cluster.node_id)
             self._release_server(name)
@@ -330,14 +258,6 @@ class VfileDriver(Background, RefcountedDriver):
 
     def path(self, name):
         return self.mountpoint(name) if self.users(name) else ""
-
-    def lock(self, name):
-        """The volume's mounts' lock."""
-        return self.lease.use(lambda lease: self.store.mounts_lock(name, lease))
-
-    def server_lock(self, name):
-        """The volume's file server's lock (after its mounts' lock, where both are taken)."""
-        return self.lease.use(lambda lease: self.store.server_lock(name, lease))
 
     # -- this node: its registrations, and where the servers of its mounts are ---------------------
 

@@ -2,13 +2,13 @@
 keys and values base64, int64 values as JSON strings. Each request has a
 timeout (2 s) and tries the endpoints in turn over kept-alive HTTP; when
 none answers, or the cluster has no leader, the error names etcd and says
-so, within the timeout of each endpoint: never a hang.
+so, within the timeout of each endpoint: never a hang. A transaction's
+compares and operations are built by ``txn``.
 
 A mutex is the etcd recipe: a key under the lock's prefix bound to the
 caller's lease; the holder is the key with the lowest create revision."""
 
 import base64
-import contextlib
 import http.client
 import json
 import logging
@@ -18,10 +18,13 @@ import ssl
 import threading
 import time
 
+from .txn import absent, b64, delete_op, prefix_end, put_op
+
 log = logging.getLogger("vmdkops.plugin")
 TIMEOUT = 2.0
 FAILED_FOR = 30.0  # seconds an endpoint that failed is tried last
 ELECTION = 5.0  # seconds a request waits out an election (etcd's takes one or two)
+STREAM_AGAIN = 0.2  # seconds before a watch stream that ended is opened again
 # How a kept-alive connection that the other end closed fails (over TLS: the
 # gate of a manager whose etcd or plugin restarted); it is opened again once.
 CLOSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
@@ -41,18 +44,8 @@ class LeaseNotFound(EtcdError):
     reach or had no quorum."""
 
 
-def _b64(text):
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-
 def _text(value):
     return base64.b64decode(value).decode() if value else ""
-
-
-def prefix_end(prefix):
-    """The end of a prefix range: the prefix with its last byte + 1."""
-    raw = prefix.encode()
-    return raw[:-1] + bytes([raw[-1] + 1])
 
 
 class _Election(Exception):
@@ -68,48 +61,6 @@ class KeyValue:
         self.create_revision = int(kv.get("create_revision", 0))
         self.mod_revision = int(kv.get("mod_revision", 0))
         self.lease = int(kv.get("lease", 0))
-
-
-# -- transaction parts -----------------------------------------------------------------
-
-def absent(key):
-    return {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
-
-
-def present(key):
-    return {"key": _b64(key), "result": "GREATER", "target": "CREATE", "create_revision": "0"}
-
-
-def value_is(key, value):
-    return {"key": _b64(key), "result": "EQUAL", "target": "VALUE", "value": _b64(value)}
-
-
-def value_is_not(key, value):
-    return {"key": _b64(key), "result": "NOT_EQUAL", "target": "VALUE", "value": _b64(value)}
-
-
-def put_op(key, value, lease=0):
-    """A transaction's put."""
-    request = {"key": _b64(key), "value": _b64(value)}
-    if lease:
-        request["lease"] = str(lease)
-    return {"request_put": request}
-
-
-def get_op(key, prefix=False):
-    """A transaction's range."""
-    request = {"key": _b64(key)}
-    if prefix:
-        request["range_end"] = _b64(prefix_end(key))
-    return {"request_range": request}
-
-
-def delete_op(key, prefix=False):
-    """A transaction's delete."""
-    request = {"key": _b64(key)}
-    if prefix:
-        request["range_end"] = _b64(prefix_end(key))
-    return {"request_delete_range": request}
 
 
 class _TlsConnection(http.client.HTTPSConnection):
@@ -255,9 +206,9 @@ class Etcd:
         return kvs[0].value if kvs else None
 
     def range(self, key, prefix=False, sort_by_create=False, limit=0):
-        body = {"key": _b64(key)}
+        body = {"key": b64(key)}
         if prefix:
-            body["range_end"] = _b64(prefix_end(key))
+            body["range_end"] = b64(prefix_end(key))
         if sort_by_create:
             body.update(sort_order="ASCEND", sort_target="CREATE")
         if limit:
@@ -279,7 +230,7 @@ class Etcd:
         return bool(answer.get("succeeded")), ranges
 
     def revision(self):
-        return int(self.call("kv/range", {"key": _b64("\0"), "count_only": True})["header"]["revision"])
+        return int(self.call("kv/range", {"key": b64("\0"), "count_only": True})["header"]["revision"])
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -343,84 +294,82 @@ class Etcd:
 
     # -- watching --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _stream(self, endpoint, body):
-        """The response of a ``/v3/watch`` stream opened on ``endpoint`` (None
-        when it did not take it), and its connection, closed afterwards."""
-        connection = self._open(endpoint)
-        try:
-            self._counted()
-            connection.request("POST", "/v3/watch", body=json.dumps(body).encode(),
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            self._fared(endpoint, response.status == 200)
-            yield (response if response.status == 200 else None), connection
-        finally:
-            connection.close()
+    def _events(self, body, deadline=None):
+        """The events of one ``/v3/watch`` stream of ``body``, opened on the
+        first endpoint (in ``call()``'s ranking) that takes it, until it ends
+        (its member went away, ``close_watches()``) or ``deadline`` (a
+        monotonic time) passes. An endpoint that fails before its first
+        event leaves the stream to the next; a stream that gave events and
+        fails just ends, and the caller goes on from the revision it saw."""
+        data = json.dumps(body).encode()
+        for endpoint in self._ordered():
+            connection, given = self._open(endpoint), False
+            with self._watch_guard:
+                self._watches.add(connection)
+            try:
+                self._counted()
+                connection.request("POST", "/v3/watch", body=data, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                self._fared(endpoint, response.status == 200)
+                if response.status != 200:
+                    continue
+                while True:
+                    connection.sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.01))
+                    line = response.readline()
+                    if not line:
+                        return
+                    try:
+                        events = json.loads(line).get("result", {}).get("events", [])
+                    except ValueError:
+                        continue
+                    for event in events:
+                        given = True
+                        yield event
+            except (OSError, http.client.HTTPException) as exc:
+                log.debug("watch on %s ended: %s", endpoint, exc)
+                if given or (deadline is not None and time.monotonic() >= deadline):
+                    return
+            finally:
+                with self._watch_guard:
+                    self._watches.discard(connection)
+                connection.close()
 
     def watch(self, prefix, start_revision, on_event):
         """Call ``on_event(kind, KeyValue, previous KeyValue or None)`` for
         each change under ``prefix`` from ``start_revision`` until the stream
-        ends (an endpoint went away, or ``close_watches()``); returns the
-        revision to go on from."""
-        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+        ends; returns the revision to go on from."""
+        body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
                                    "prev_kv": True, "start_revision": str(start_revision)}}
         revision = start_revision
-        for endpoint in self._ordered():
-            try:
-                with self._stream(endpoint, body) as (response, connection):
-                    if response is None:
-                        continue
-                    connection.sock.settimeout(None)  # events come when they come
-                    with self._watch_guard:
-                        self._watches.add(connection)
-                    try:
-                        for result in _results(response):
-                            for event in result.get("events", []):
-                                kv = KeyValue(event["kv"])
-                                revision = max(revision, kv.mod_revision + 1)
-                                previous = KeyValue(event["prev_kv"]) if "prev_kv" in event else None
-                                on_event(event.get("type", "PUT"), kv, previous)
-                    finally:
-                        with self._watch_guard:
-                            self._watches.discard(connection)
-                    return revision
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                log.debug("watch of %s on %s ended: %s", prefix, endpoint, exc)
-                if revision != start_revision:
-                    return revision
+        for event in self._events(body):
+            kv = KeyValue(event["kv"])
+            revision = max(revision, kv.mod_revision + 1)
+            previous = KeyValue(event["prev_kv"]) if "prev_kv" in event else None
+            on_event(event.get("type", "PUT"), kv, previous)
         return revision
 
     def wait_until(self, key, wanted, timeout):
         """True once ``key`` has the value ``wanted``, False if it is deleted
         (or absent); ``WaitTimeout`` after ``timeout`` seconds. One read, then
-        a watch from the read's revision: two requests however long it takes."""
-        answer = self.call("kv/range", {"key": _b64(key)})
+        a watch from the read's revision: two requests however long it takes
+        (more only when a stream ends and is opened again)."""
+        answer = self.call("kv/range", {"key": b64(key)})
         kvs = answer.get("kvs", [])
         if not kvs:
             return False
         if _text(kvs[0].get("value")) == wanted:
             return True
         deadline = time.monotonic() + timeout
-        body = {"create_request": {"key": _b64(key), "start_revision": str(int(answer["header"]["revision"]) + 1)}}
-        for endpoint in self._ordered():
-            try:
-                with self._stream(endpoint, body) as (response, connection):
-                    if response is None:
-                        continue
-                    for result in _results(response, lambda: connection.sock.settimeout(
-                            max(deadline - time.monotonic(), 0.01))):
-                        for event in result.get("events", []):
-                            if event.get("type") == "DELETE":
-                                return False
-                            if _text(event["kv"].get("value")) == wanted:
-                                return True
-            except TimeoutError:
-                break
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                log.debug("watch of %s on %s ended: %s", key, endpoint, exc)
-            if time.monotonic() > deadline:
-                break
+        revision = int(answer["header"]["revision"]) + 1
+        while time.monotonic() < deadline:
+            body = {"create_request": {"key": b64(key), "start_revision": str(revision)}}
+            for event in self._events(body, deadline):
+                if event.get("type") == "DELETE":
+                    return False
+                if _text(event["kv"].get("value")) == wanted:
+                    return True
+                revision = int(event["kv"]["mod_revision"]) + 1
+            time.sleep(min(STREAM_AGAIN, max(deadline - time.monotonic(), 0)))
         raise WaitTimeout(f"Timeout reached; BlockingWait is not complete (waiting for {key} to be {wanted})")
 
     def close_watches(self):
@@ -431,21 +380,6 @@ class Etcd:
                         connection.sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
-
-
-def _results(response, before_each=None):
-    """The ``result`` of each line of a watch stream until it ends;
-    ``before_each()`` is called before each line is read."""
-    while True:
-        if before_each is not None:
-            before_each()
-        line = response.readline()
-        if not line:
-            return
-        try:
-            yield json.loads(line).get("result", {})
-        except ValueError:
-            continue
 
 
 def _error_text(answer):

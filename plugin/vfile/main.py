@@ -8,10 +8,10 @@ from ..process import run
 
 def check(config, args):
     from . import check as checking
-    from .driver import VfileDriver
+    from .node import Node
 
     logging.basicConfig(level=logging.WARNING, format=f"{configuration.VfileConfig.PROGRAM}: %(message)s")
-    return checking.run(VfileDriver(config), args.repair)
+    return checking.run(Node(config), args.repair)
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ where swarm runs a server that it moved, and stop the servers nobody needs."""
 
 import json
 import logging
+import queue
 import threading
 import time
 
@@ -17,13 +18,20 @@ from .state import MOUNTED, START, START_MARK, STOP, STOP_MARK
 
 log = logging.getLogger("vmdkops.plugin")
 SERVER_CHECK = 2
+TRIGGER_WORKERS = 8  # file servers started or stopped at once; more events wait their turn
 
 
 class Managers:
-    def __init__(self, driver):
-        self.driver = driver
-        self.etcd, self.store, self.servers = driver.etcd, driver.store, driver.servers
+    def __init__(self, node):
+        self.node = node
+        self.etcd, self.store, self.servers = node.etcd, node.store, node.servers
         self.active = False
+        # Each start makes a new term and each stop ends it: the loops of an
+        # earlier term end at their next turn, so a quick demote and promote
+        # never leaves two watchers of the triggers.
+        self._term, self._term_guard = 0, threading.Lock()
+        self._events = queue.Queue()  # (handler, volume, trigger value), for the workers
+        self._workers = []
         self._down_since = {}  # node -> when this manager first saw the swarm report it down
 
     def _settle_unreachable(self):
@@ -40,7 +48,7 @@ class Managers:
                 if (name, node) in alive:
                     if record.get("unreachable"):
                         self.store.mark_reachable(name, node, record)
-                elif down.get(node, 0) > self.driver.config.DeadNodeGrace:
+                elif down.get(node, 0) > self.node.config.DeadNodeGrace:
                     log.warning("Node %s has been down for %.0f s: its mount of %s no longer counts",
                                 node, down[node], name)
                     self.store.drop_node(name, node)
@@ -50,7 +58,7 @@ class Managers:
     def _down_for(self, mounted):
         """Node -> seconds since this manager first saw the swarm report it down,
         or saw a node that mounts a volume missing from the swarm."""
-        nodes = {n["ID"]: (n.get("Status") or {}).get("State") for n in self.driver.docker.get("/nodes")}
+        nodes = {n["ID"]: (n.get("Status") or {}).get("State") for n in self.node.docker.get("/nodes")}
         down = {node for node, state in nodes.items() if state == "down"}
         down |= {node for records in mounted.values() for node in records if node not in nodes}
         now = time.monotonic()
@@ -59,35 +67,44 @@ class Managers:
 
     def start(self):
         """This node is a manager (at start, or promoted)."""
-        self.active = True
-        threading.Thread(target=self._watch_triggers, name="watch", daemon=True).start()
-        threading.Thread(target=self._check_servers, name="servers-check", daemon=True).start()
+        with self._term_guard:
+            self._term += 1
+            term, self.active = self._term, True
+        while len(self._workers) < TRIGGER_WORKERS:
+            self._workers.append(threading.Thread(target=self._work, name=f"trigger-{len(self._workers) + 1}",
+                                                  daemon=True))
+            self._workers[-1].start()
+        threading.Thread(target=self._watch_triggers, args=(term,), name="watch", daemon=True).start()
+        threading.Thread(target=self._check_servers, args=(term,), name="servers-check", daemon=True).start()
 
     def stop(self):
         """This node was demoted: the watch ends (the nodes' watches start again)."""
-        self.active = False
+        with self._term_guard:
+            self._term += 1
+            self.active = False
         self.etcd.close_watches()
 
-    def _running(self):
-        return self.active and not self.driver.stopping.is_set()
+    def _running(self, term):
+        return self._term == term and not self.node.stopping.is_set()
 
     # -- the triggers -------------------------------------------------------------------------------
 
-    def _watch_triggers(self):
+    def _watch_triggers(self, term):
         """Watch the start and stop triggers; after each (re)connection, first
         handle what was missed (a trigger its marker does not match)."""
-        while self._running():
+        while self._running(term):
             try:
                 revision = self.etcd.revision() + 1
                 self._catch_up()
-                while self._running():
-                    revision = self.etcd.watch("SVOLS_st", revision, self._on_event)
-                    if self._running():
-                        self.driver.stopping.wait(1)
+                while self._running(term):
+                    revision = self.etcd.watch("SVOLS_st", revision, lambda *event: self._running(term) and
+                                               self._on_event(*event))
+                    if self._running(term):
+                        self.node.stopping.wait(1)
                         self._catch_up()
             except EtcdError as exc:
                 log.warning("Watching the triggers failed: %s", exc)
-                self.driver.stopping.wait(1)
+                self.node.stopping.wait(1)
 
     def _catch_up(self):
         for trigger, name, value in self.store.missed_events():
@@ -101,13 +118,20 @@ class Managers:
                 self._handle(trigger, item.key[len(trigger):], item.value)
 
     def _handle(self, trigger, name, value):
-        threading.Thread(target=self._start_server if trigger == START else self._stop_server,
-                         args=(name, value), name=f"{trigger}{name}", daemon=True).start()
+        self._events.put((self._start_server if trigger == START else self._stop_server, name, value))
+
+    def _work(self):
+        while True:
+            handler, name, value = self._events.get()
+            try:
+                handler(name, value)
+            except Exception:  # noqa: BLE001 - a worker outlives what it handles
+                log.exception("Handling a trigger of %s failed", name)
 
     def _won(self, marker, name, value):
         """Whether this manager handles an event: it is a manager now (a node
         demoted a moment ago learns it in the helper loop) and moved the marker."""
-        if not self.driver.cluster.is_manager(fresh=True):
+        if not self.node.cluster.is_manager(fresh=True):
             return False
         return self.store.take_event(marker, name, value)
 
@@ -115,7 +139,7 @@ class Managers:
         try:
             if not self._won(START_MARK, name, value):
                 return
-            unlock = self.driver.server_lock(name)
+            unlock = self.node.server_lock(name)
         except (EtcdError, DriverError) as exc:
             log.error("Failed to start SMB server for %s: %s", name, exc)
             return
@@ -128,7 +152,7 @@ class Managers:
                 return
             details = dict(snapshot.info)
             address, port = self.servers.start(name, details["username"], details["password"],
-                                               self.driver.timeout)
+                                               self.node.timeout)
             details.update(address=address, port=port, serviceName=service_name(name))
             if not self.store.server_started(name, snapshot.state, details):
                 log.error("Failed to update state of %s from Ready to Mounted", name)
@@ -143,17 +167,17 @@ class Managers:
                 return
             # The mounts' lock first: a node that is mounting holds it until
             # its record is in, so no server is stopped under it.
-            unlock_mounts = self.driver.lock(name)
+            unlock_mounts = self.node.lock(name)
         except (EtcdError, DriverError) as exc:
             log.error("Failed to stop SMB server for %s: %s", name, exc)
             return
         try:
-            unlock = self.driver.server_lock(name)
+            unlock = self.node.server_lock(name)
             try:
                 if self.store.mounts_of(name):
                     log.info("Volume %s still has global users, cannot stop the server", name)
                     return
-                self.servers.stop(name, self.driver.timeout)
+                self.servers.stop(name, self.node.timeout)
                 self.store.server_stopped(name)
             finally:
                 unlock()
@@ -164,17 +188,17 @@ class Managers:
 
     # -- servers that moved, servers nobody needs -------------------------------------------------------
 
-    def _check_servers(self):
+    def _check_servers(self, term):
         """Every SERVER_CHECK seconds: a file server that swarm started again
         on another node (its node died) has its new address and port put in
         SVOLS_info, which the clients' relays follow; an etcd member this
         node cannot name yet is named."""
-        while not self.driver.stopping.wait(SERVER_CHECK) and self.active:
+        while not self.node.stopping.wait(SERVER_CHECK) and self._running(term):
             try:
-                if not self.driver.cluster.is_manager():
+                if not self.node.cluster.is_manager():
                     continue  # demoted: the helper loop will see it
-                if not self.driver.config.EtcdEndpoints:
-                    self.driver.cluster.name_members(self.etcd)
+                if not self.node.config.EtcdEndpoints:
+                    self.node.cluster.name_members(self.etcd)
                 for name, state in self.store.states().items():
                     if state == MOUNTED:
                         self._follow_server(name)
@@ -207,4 +231,4 @@ class Managers:
         for name in self.servers.volumes_served():
             if name not in states:
                 log.info("The service for VSSD volume %s needs to be shutdown.", name)
-                self.servers.stop(name, self.driver.timeout)
+                self.servers.stop(name, self.node.timeout)

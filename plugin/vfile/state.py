@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..refcount import DriverError
-from . import etcd as kv
+from . import txn
 from .etcd import WaitTimeout
 
 STAT, INFO, CLIENT, MOUNT = "SVOLS_stat_", "SVOLS_info_", "SVOLS_client_", "SVOLS_mount_"
@@ -118,8 +118,8 @@ class State:
     def snapshot(self, name):
         """The volume's ``Snapshot``, or None when it does not exist."""
         _, (stat, info, mounts, clients) = self.etcd.txn([], [
-            kv.get_op(STAT + name), kv.get_op(INFO + name), kv.get_op(f"{MOUNT}{name}_", prefix=True),
-            kv.get_op(f"{CLIENT}{name}_", prefix=True)])
+            txn.get_op(STAT + name), txn.get_op(INFO + name), txn.get_op(f"{MOUNT}{name}_", prefix=True),
+            txn.get_op(f"{CLIENT}{name}_", prefix=True)])
         if not stat:
             return None
         try:
@@ -161,10 +161,10 @@ class State:
     def create(self, name, info):
         """Create-if-absent: None when made, else the options it was made with."""
         made, ranges = self.etcd.txn(
-            [kv.absent(STAT + name)],
-            [kv.put_op(STAT + name, CREATING), kv.put_op(INFO + name, json.dumps(info))]
-            + [kv.put_op(key, "0") for key in keys(name)[2:]],
-            [kv.get_op(INFO + name)])
+            [txn.absent(STAT + name)],
+            [txn.put_op(STAT + name, CREATING), txn.put_op(INFO + name, json.dumps(info))]
+            + [txn.put_op(key, "0") for key in keys(name)[2:]],
+            [txn.get_op(INFO + name)])
         if made:
             return None
         return json.loads(ranges[0][0].value).get("opts", {}) if ranges and ranges[0] else {}
@@ -172,30 +172,30 @@ class State:
     def created(self, name, info):
         """Creating -> Ready, with the info completed; False when it was
         removed meanwhile."""
-        done, _ = self.etcd.txn([kv.value_is(STAT + name, CREATING)],
-                                [kv.put_op(STAT + name, READY), kv.put_op(INFO + name, json.dumps(info))])
+        done, _ = self.etcd.txn([txn.value_is(STAT + name, CREATING)],
+                                [txn.put_op(STAT + name, READY), txn.put_op(INFO + name, json.dumps(info))])
         return done
 
     def forget(self, name):
         """Undo a create that failed (only while it is Creating)."""
-        self.etcd.txn([kv.value_is(STAT + name, CREATING)], [kv.delete_op(key) for key in keys(name)])
+        self.etcd.txn([txn.value_is(STAT + name, CREATING)], [txn.delete_op(key) for key in keys(name)])
 
     def adopt(self, name, info):
         """A base volume without metadata becomes a shared volume again (Ready)."""
-        self.etcd.txn([kv.absent(STAT + name)],
-                      [kv.put_op(STAT + name, READY), kv.put_op(INFO + name, json.dumps(info))]
-                      + [kv.put_op(key, "0") for key in keys(name)[2:]])
+        self.etcd.txn([txn.absent(STAT + name)],
+                      [txn.put_op(STAT + name, READY), txn.put_op(INFO + name, json.dumps(info))]
+                      + [txn.put_op(key, "0") for key in keys(name)[2:]])
 
     def delete(self, name):
         """Remove a volume's metadata (no node mounts it)."""
-        self.etcd.txn([], [kv.delete_op(key) for key in keys(name)])
+        self.etcd.txn([], [txn.delete_op(key) for key in keys(name)])
 
     # -- a node's mounts ----------------------------------------------------------------------
 
     def mount(self, name, node, address, lease):
         """Record the node's mount (durable) and that it is alive (its lease)."""
-        self.etcd.txn([], [kv.put_op(f"{MOUNT}{name}_{node}", json.dumps({"address": address})),
-                           kv.put_op(f"{CLIENT}{name}_{node}", address, lease)])
+        self.etcd.txn([], [txn.put_op(f"{MOUNT}{name}_{node}", json.dumps({"address": address})),
+                           txn.put_op(f"{CLIENT}{name}_{node}", address, lease)])
 
     def alive_again(self, name, node, address, lease):
         """The node's live key, under a new lease (its mount record is kept)."""
@@ -203,7 +203,7 @@ class State:
 
     def unmount(self, name, node):
         """The node's own unmount: its record and its live key go."""
-        self.etcd.txn([], [kv.delete_op(f"{MOUNT}{name}_{node}"), kv.delete_op(f"{CLIENT}{name}_{node}")])
+        self.etcd.txn([], [txn.delete_op(f"{MOUNT}{name}_{node}"), txn.delete_op(f"{CLIENT}{name}_{node}")])
 
     def mark_unreachable(self, name, node, record, since):
         """Note, once, since when a node that mounts the volume is out of reach."""
@@ -215,7 +215,7 @@ class State:
     def _rewrite(self, name, node, record, new):
         """A node's mount record ``record`` becomes ``new``, unless it changed meanwhile."""
         key = f"{MOUNT}{name}_{node}"
-        self.etcd.txn([kv.value_is(key, json.dumps(record))], [kv.put_op(key, json.dumps(new))])
+        self.etcd.txn([txn.value_is(key, json.dumps(record))], [txn.put_op(key, json.dumps(new))])
 
     def drop_node(self, name, node):
         """A node the swarm reports dead: its mount of the volume stops counting."""
@@ -225,8 +225,8 @@ class State:
 
     def server_started(self, name, state, details):
         """Ready -> Mounted with the server's address (unless the state moved)."""
-        done, _ = self.etcd.txn([kv.value_is(STAT + name, state)],
-                                [kv.put_op(INFO + name, json.dumps(details)), kv.put_op(STAT + name, MOUNTED)])
+        done, _ = self.etcd.txn([txn.value_is(STAT + name, state)],
+                                [txn.put_op(INFO + name, json.dumps(details)), txn.put_op(STAT + name, MOUNTED)])
         return done
 
     def server_stopped(self, name):
@@ -235,18 +235,18 @@ class State:
         if info is None:
             return
         details = {k: v for k, v in json.loads(info).items() if k not in ("address", "port", "serviceName")}
-        self.etcd.txn([kv.present(STAT + name)], [kv.put_op(STAT + name, READY),
-                                                  kv.put_op(INFO + name, json.dumps(details))])
+        self.etcd.txn([txn.present(STAT + name)], [txn.put_op(STAT + name, READY),
+                                                  txn.put_op(INFO + name, json.dumps(details))])
 
     def server_moved(self, name, info, address, port):
         """Record where swarm runs the server now; False if the info changed meanwhile."""
         details = dict(json.loads(info), address=address, port=port)
-        moved, _ = self.etcd.txn([kv.value_is(INFO + name, info)], [kv.put_op(INFO + name, json.dumps(details))])
+        moved, _ = self.etcd.txn([txn.value_is(INFO + name, info)], [txn.put_op(INFO + name, json.dumps(details))])
         return moved
 
     def take_event(self, marker, name, value):
         """Whether this manager handles a trigger's event (it moved the marker)."""
-        won, _ = self.etcd.txn([kv.value_is_not(marker + name, value)], [kv.put_op(marker + name, value)])
+        won, _ = self.etcd.txn([txn.value_is_not(marker + name, value)], [txn.put_op(marker + name, value)])
         return won
 
     def missed_events(self):
@@ -270,7 +270,7 @@ class State:
             if not found:
                 raise DriverError(f"AtomicIncr: no key found for {key}")
             value = str(int(found[0].value or 0) + 1)
-            done, _ = self.etcd.txn([kv.value_is(key, found[0].value)], [kv.put_op(key, value)])
+            done, _ = self.etcd.txn([txn.value_is(key, found[0].value)], [txn.put_op(key, value)])
             if done:
                 return value
             if time.monotonic() > deadline:
