@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 log = logging.getLogger("vmdkops.audit")
 
 
-def _log_loss(event, exc):
+def log_loss(event, exc):
     if not log.handlers and not logging.getLogger().handlers:
         from .paths import layout
 
@@ -37,7 +37,7 @@ def write(engine, **event):
             session.add(AuditEvent(**event))
             session.commit()
     except Exception as exc:  # noqa: BLE001 - the operation must not fail for its audit
-        _log_loss(event, exc)
+        log_loss(event, exc)
 
 
 def actor():
@@ -60,7 +60,7 @@ def admin_event(action, params, error):
     try:
         engine = config.connect(state)
     except Exception as exc:  # noqa: BLE001
-        _log_loss(event, exc)
+        log_loss(event, exc)
         return
     try:
         write(engine, **event)

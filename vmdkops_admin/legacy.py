@@ -145,7 +145,7 @@ class _Import:
         from sqlalchemy import select
 
         from .db.models import VmGroup
-        from .vmgroup import validate_name
+        from .names import validate_vmgroup_name
 
         report = self.report
         names = {g.name for g in self.session.scalars(select(VmGroup))}
@@ -165,7 +165,7 @@ class _Import:
                                                "vmgroup's folder on every datastore)")
                 continue
             try:
-                validate_name(name)
+                validate_vmgroup_name(name)
             except InvalidArgument as exc:
                 report.skip("tenants", tenant, str(exc))
                 continue

@@ -1,10 +1,12 @@
-"""Volume names: ``volume[@datastore]``, split at the last ``@`` (spec
-esx-service §4). A name is validated before any path is built from it."""
+"""Names: of volumes, ``volume[@datastore]``, split at the last ``@`` (spec
+esx-service §4), of datastores and of vmgroups. A name is validated before
+any path is built from it."""
 
 import re
 from dataclasses import dataclass
 from typing import Optional
 
+from . import errors
 from .errors import InvalidArgument
 
 _SNAPSHOT_SUFFIX = re.compile(r"^.*-[0-9]{6}$")
@@ -21,6 +23,7 @@ _UNQUOTABLE = '"'
 DEFAULT_VMGROUP = "_DEFAULT"
 DEFAULT_VMGROUP_UUID = "11111111-1111-1111-1111-111111111111"
 DEFAULT_VMGROUP_DESCRIPTION = "This is a default vmgroup"
+_VMGROUP_NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -108,3 +111,12 @@ def match_datastore(name, known_names):
         raise InvalidArgument(
             f"Found multiple datastores with same name (ignoring case difference): {matches}")
     return matches[0] if matches else None
+
+
+def validate_vmgroup_name(name):
+    if not name:
+        raise InvalidArgument(errors.TENANT_NAME_EMPTY)
+    if not _VMGROUP_NAME.fullmatch(name):
+        raise InvalidArgument(errors.TENANT_NAME_INVALID.format(name, errors.VMGROUP_NAME_PATTERN))
+    if len(name) > 64:
+        raise InvalidArgument(errors.TENANT_NAME_TOO_LONG.format(name))

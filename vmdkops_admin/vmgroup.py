@@ -5,7 +5,6 @@ before it changes anything, and leaves the commit to its caller, so a command
 is one transaction that changes all or nothing. VMs are stored by uuid with the
 name they had when added; listings show the inventory's current name."""
 
-import re
 import uuid as uuidlib
 
 from sqlalchemy import func, select
@@ -15,33 +14,18 @@ from .backends import ALL_DS, VM_DS, datastore_names
 from .db.models import Privilege, Vm, VmGroup, Volume
 from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
 from .liveness import DEFAULT_TAKEOVER_AFTER
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
+from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID, validate_vmgroup_name
 
-_NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
 UNCHANGED = object()  # an update that leaves a setting as it is
 
 
 # -- lookups and validation -------------------------------------------------------
 
-def find_vmgroup(session, name):
-    """The vmgroup of a name, or None."""
-    return session.scalars(select(VmGroup).where(VmGroup.name == name)).first()
-
-
 def get_vmgroup(session, name):
-    group = find_vmgroup(session, name)
+    group = VmGroup.named(session, name)
     if group is None:
         raise NotFound(errors.TENANT_NOT_EXIST.format(name))
     return group
-
-
-def validate_name(name):
-    if not name:
-        raise InvalidArgument(errors.TENANT_NAME_EMPTY)
-    if not _NAME.fullmatch(name):
-        raise InvalidArgument(errors.TENANT_NAME_INVALID.format(name, errors.VMGROUP_NAME_PATTERN))
-    if len(name) > 64:
-        raise InvalidArgument(errors.TENANT_NAME_TOO_LONG.format(name))
 
 
 def validate_description(description):
@@ -128,7 +112,7 @@ def create(session, backend, name, default_datastore, description="", names=None
     """A vmgroup of the VMs ``names`` whose volumes go to ``default_datastore``
     (a ``Datastore``) by default; ``takeover_after``: seconds of a VM's
     silence before its volumes may be taken over, None for never."""
-    validate_name(name)
+    validate_vmgroup_name(name)
     validate_description(description)
     vms = []
     if names is not None:
@@ -137,7 +121,7 @@ def create(session, backend, name, default_datastore, description="", names=None
         vms = resolve_vms(backend, names)
         _check_can_join(session, vms, "Cannot add VM to vmgroup ")
     url = _default_datastore_url(default_datastore)
-    if find_vmgroup(session, name) is not None:
+    if VmGroup.named(session, name) is not None:
         raise AlreadyExists(errors.TENANT_ALREADY_EXIST.format(name))
 
     group = VmGroup(
@@ -162,8 +146,8 @@ def update(session, backend, name, new_name=None, description=None, default_data
         if name == DEFAULT_VMGROUP:
             raise InvalidArgument(errors.TENANT_NAME_INVALID.format(
                 name, "rename of vmgroups other than _DEFAULT"))
-        validate_name(new_name)
-        if new_name != name and find_vmgroup(session, new_name) is not None:
+        validate_vmgroup_name(new_name)
+        if new_name != name and VmGroup.named(session, new_name) is not None:
             raise AlreadyExists(errors.TENANT_ALREADY_EXIST.format(new_name))
     validate_description(description)
 

@@ -153,9 +153,8 @@ def _find(session, backend, full_name, vmgroup):
     """(datastore, descriptor, index row) of ``volume@datastore`` in a vmgroup."""
     from sqlalchemy import select
 
-    from .db.models import Volume
+    from .db.models import Volume, VmGroup
     from .names import match_datastore, parse
-    from .vmgroup import find_vmgroup
 
     parsed = parse(full_name)
     if parsed.datastore is None:
@@ -169,7 +168,7 @@ def _find(session, backend, full_name, vmgroup):
             raise NotFound(f"Vmgroup {vmgroup} does not exist")
         group_uuid, row = DEFAULT_VMGROUP_UUID, None
     else:
-        group = find_vmgroup(session, vmgroup)
+        group = VmGroup.named(session, vmgroup)
         if group is None:
             raise NotFound(f"Vmgroup {vmgroup} does not exist")
         group_uuid = group.uuid

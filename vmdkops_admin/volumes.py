@@ -28,6 +28,7 @@ DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskfor
             ("attach-as", "independent_persistent"), ("access", "read-write"),
             ("fstype", "ext4"), ("clone-from", "None"))
 VALID_KEYS = tuple(key for key, _ in DEFAULTS)
+DEFAULT_SIZE = dict(DEFAULTS)["size"]
 DISK_FORMATS = ["zeroedthick", "thin", "eagerzeroedthick"]
 ATTACH_AS = ["independent_persistent", "persistent"]
 ACCESS = ["read-write", "read-only"]
@@ -36,18 +37,40 @@ MAX_DISK_MB = 62 * 1024 * 1024  # vSphere's largest virtual disk
 COMPARED = ("size", "diskformat", "attach-as", "access", "fstype", "vsan-policy-name", "clone-from")
 
 
-def validate_opts(opts, policies_supported=False):
-    """Options of a create as strings, checked in the original's order with
-    its messages."""
+@dataclass(frozen=True)
+class CreateOptions:
+    """A create's options, checked once (``check_options``): ``given`` as the
+    guest gave them, as strings, ``diskformat`` filled in (what the side-car
+    keeps); the size in MB (the default's for a clone, which takes its
+    source's); the clone's source, parsed."""
+    given: dict
+    size_mb: int
+    clone_from: Optional[VolumeName]
+
+    @property
+    def policy(self):
+        return self.given.get("vsan-policy-name")
+
+    @property
+    def diskformat(self):
+        return self.given["diskformat"]
+
+    def comparable(self):
+        return _comparable(self.given, self.size_mb)
+
+
+def check_options(opts, policies_supported=False):
+    """The ``CreateOptions`` of a create's options, checked in the original's
+    order with its messages."""
     opts = {str(k): str(v) for k, v in (opts or {}).items()}
     bad = [key for key in opts if key not in VALID_KEYS]
     if bad:
         raise InvalidArgument(f"Invalid options: {bad} \nValid options and defaults: {list(DEFAULTS)}")
     clone = "clone-from" in opts
+    mb = to_mb(opts.get("size", DEFAULT_SIZE))
     if "size" in opts:
         if clone:
             raise InvalidArgument("Cannot define the size for a clone")
-        mb = to_mb(opts["size"])
         if mb is None:
             raise InvalidArgument("Invalid format for size. \nValid sizes must be of form X[mMgGtT]b "
                                   "where X is an integer. Default = 100mb")
@@ -68,13 +91,14 @@ def validate_opts(opts, policies_supported=False):
     if clone and "fstype" in opts:
         raise InvalidArgument("Cannot define the filesystem type for a clone")
     opts.setdefault("diskformat", "thin")
-    return opts
+    return CreateOptions(opts, mb, parse(opts["clone-from"]) if clone else None)
 
 
-def _comparable(opts):
+def _comparable(opts, mb):
+    """What makes two creates the same, of options whose size is ``mb`` MB
+    (None: a size that does not parse, compared as written)."""
     filled = dict(DEFAULTS)
     filled.update(opts)
-    mb = to_mb(filled["size"])
     filled["size"] = filled["size"] if mb is None else str(mb)
     return {key: filled[key] for key in COMPARED}
 
@@ -159,23 +183,27 @@ class Request:
 
     # -- create and clone ---------------------------------------------------------------
 
-    def create(self, opts):
+    def check_create(self, opts):
+        """The ``CreateOptions`` of a create of this volume (its name checked first)."""
         validate_new_volume(self.volume)
-        opts = validate_opts(opts, self.backend.supports_policies(self.datastore))
+        return check_options(opts, self.backend.supports_policies(self.datastore))
+
+    def create(self, options):
+        """Make the volume of ``check_create``'s options."""
         if self.backend.disk_exists(self.descriptor):
             stored = (self.backend.read_metadata(self.descriptor) or {}).get("volOpts", {})
-            if _comparable(stored) == _comparable(opts):
+            if _comparable(stored, to_mb(stored.get("size", DEFAULT_SIZE))) == options.comparable():
                 return None
             raise VmdkopsError(f"Volume {self.full_name} already exists with different options")
-        if "clone-from" in opts:
-            return self._clone(opts)
-        policy = self._policy(opts.get("vsan-policy-name"))
-        mb = to_mb(opts.get("size", "100mb"))
+        if options.clone_from is not None:
+            return self._clone(options)
+        policy = self._policy(options.policy)
+        mb = options.size_mb
         if mb <= 0:
             raise InvalidArgument(OPT_VOLUME_SIZE_INVALID)
-        self._make(mb, opts, lambda: self.backend.create_disk(self.descriptor, mb, opts["diskformat"],
-                                                              policy=policy[1] if policy else None),
-                   {"status": "detached", "volOpts": opts, "created": created_now(),
+        self._make(mb, options.given, lambda: self.backend.create_disk(self.descriptor, mb, options.diskformat,
+                                                                       policy=policy[1] if policy else None),
+                   {"status": "detached", "volOpts": options.given, "created": created_now(),
                     "created-by": self.vm.name}, policy)
 
     def _policy(self, name):
@@ -226,8 +254,8 @@ class Request:
             raise
         self._set_state("create:ready", state="ready")
 
-    def _clone(self, opts):
-        source_name = parse(opts["clone-from"])
+    def _clone(self, options):
+        opts, source_name = options.given, options.clone_from
         source_ds = self.datastore
         if source_name.datastore:
             source_ds = self.backend.datastore_by_name(source_name.datastore)
@@ -253,20 +281,17 @@ class Request:
                          "size": f"{mb}mb"})
         meta.update({"status": "detached", "created": created_now(), "created-by": self.vm.name,
                      "volOpts": vol_opts})
-        policy = self._policy(opts.get("vsan-policy-name"))
+        policy = self._policy(options.policy)
         if policy is not None:
             vol_opts["vsan-policy-name"] = policy[1]
         self._make(mb, vol_opts,
-                   lambda: self.backend.clone_disk(source, self.descriptor, opts["diskformat"]), meta,
+                   lambda: self.backend.clone_disk(source, self.descriptor, options.diskformat), meta,
                    policy)
 
-    def clone_source_lock(self, opts):
+    def clone_source_lock(self, options):
         """The lock name of a clone's source, so both can be taken in order."""
-        if not opts or "clone-from" not in opts:
-            return None
-        try:
-            source = parse(str(opts["clone-from"]))
-        except InvalidArgument:
+        source = options.clone_from
+        if source is None:
             return None
         return lock_name(source.datastore or self.datastore.name, self.tenant.uuid, source.volume)
 

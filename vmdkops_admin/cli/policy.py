@@ -26,22 +26,20 @@ content_option = click.option("--content", required=True, help="The VSAN policy 
 @command(policy, "create", "Create a storage policy")
 @policy_option
 @content_option
-@with_db
-def create(session, name, content):
+def create(name, content):
     """vmdkops_admin policy create --name=some-policy --content='(("proportionalCapacity" i50))'"""
     from .. import policy as lib
 
-    emit_message(lib.create(session, backend(), name, content))
+    emit_message(with_db(lib.create)(backend(), name, content))
 
 
 @command(policy, "rm", "Remove a storage policy")
 @policy_option
-@with_db
-def rm(session, name):
+def rm(name):
     """vmdkops_admin policy rm --name=some-policy"""
     from .. import policy as lib
 
-    emit_message(lib.remove(session, backend(), name))
+    emit_message(with_db(lib.remove)(backend(), name))
 
 
 @command(policy, "ls", "List storage policies and volumes using those policies",
@@ -62,10 +60,9 @@ def ls(output_format):
          "using that policy")
 @policy_option
 @content_option
-@with_db
-def update(session, name, content):
+def update(name, content):
     """vmdkops_admin policy update --name=some-policy --content='(("hostFailuresToTolerate" i1))'"""
     from .. import policy as lib
     from .render import progress_bar
 
-    emit_message(lib.update(session, backend(), name, content, progress_bar("Updating volumes")))
+    emit_message(with_db(lib.update)(backend(), name, content, progress_bar("Updating volumes")))

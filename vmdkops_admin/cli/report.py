@@ -121,12 +121,11 @@ def usage(vmgroup, datastore, output_format, output_file, threshold, record, kee
 @click.option("--since", callback=_duration, metavar="DURATION", help="Only snapshots this recent (e.g. 30d)")
 @click.option("--vmgroup", help="Only this vmgroup")
 @output_format_option
-@with_db
-def history(session, since, vmgroup, output_format):
+def history(since, vmgroup, output_format):
     """vmdkops_admin report history --since 30d --vmgroup=vg1"""
     from .. import report as lib
 
-    emit_records(HISTORY_COLUMNS, lib.history(session, since, vmgroup))
+    emit_records(HISTORY_COLUMNS, with_db(lib.history)(since, vmgroup))
 
 
 @command(report, "audit", "Changes made with vmdkops_admin and operations of the executor",
@@ -136,9 +135,8 @@ def history(session, since, vmgroup, output_format):
 @click.option("--vm", help="Only events of this VM")
 @click.option("--failed", is_flag=True, help="Only what failed")
 @output_format_option
-@with_db
-def audit(session, since, vmgroup, vm, failed, output_format):
+def audit(since, vmgroup, vm, failed, output_format):
     """vmdkops_admin report audit --since 7d --failed"""
     from .. import report as lib
 
-    emit_records(AUDIT_COLUMNS, lib.audit_events(session, since, vmgroup, vm, failed))
+    emit_records(AUDIT_COLUMNS, with_db(lib.audit_events)(since, vmgroup, vm, failed))

@@ -84,6 +84,16 @@ def name_option(help_text):
 vmgroup_option = name_option("The name of the vmgroup")
 
 
+def volume_option(help_text='The volume, as "volume@datastore".'):
+    return click.option("--volume", "full_name", required=True, help=help_text)
+
+
+def owner_option(required=False):
+    """``--vmgroup``: the vmgroup a volume belongs to; ``_DEFAULT`` unless required."""
+    given = {"required": True} if required else {"default": "_DEFAULT", "show_default": True}
+    return click.option("--vmgroup", help="Name of the vmgroup the volume belongs to.", **given)
+
+
 def datastore_option(help_text, pseudo=True):
     return click.option("--datastore", required=True, type=DatastoreType(pseudo), help=help_text)
 

@@ -66,12 +66,11 @@ vmgroup = group("vmgroup", "Administer and monitor volume access control")
 @click.option("--default-datastore", required=True, type=DatastoreType(),
               help="Datastore to be used by default for volumes placement")
 @takeover_after_option
-@with_db
-def create(session, name, description, vm_list, default_datastore, takeover_after):
+def create(name, description, vm_list, default_datastore, takeover_after):
     """vmdkops_admin vmgroup create --name=vg1 --default-datastore=datastore1 --vm-list=vm1,vm2"""
     from .. import vmgroup as lib
 
-    emit_message(lib.create(session, backend(), name, default_datastore, description, vm_list,
+    emit_message(with_db(lib.create)(backend(), name, default_datastore, description, vm_list,
                             **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
@@ -83,12 +82,11 @@ def create(session, name, description, vm_list, default_datastore, takeover_afte
 @click.option("--default-datastore", type=DatastoreType(),
               help="Datastore to be used by default for volumes placement")
 @takeover_after_option
-@with_db
-def update(session, name, new_name, description, default_datastore, takeover_after):
+def update(name, new_name, description, default_datastore, takeover_after):
     """vmdkops_admin vmgroup update --name=vg1 --new-name=web --description='web servers'"""
     from .. import vmgroup as lib
 
-    emit_message(lib.update(session, backend(), name, new_name, description, default_datastore,
+    emit_message(with_db(lib.update)(backend(), name, new_name, description, default_datastore,
                             **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
@@ -99,12 +97,11 @@ def update(session, name, new_name, description, default_datastore, takeover_aft
 @click.option("--force", is_flag=True,
               help="Force operation, ignore warnings (removes a vmgroup that still has VMs; "
                    "they fall back to _DEFAULT)")
-@with_db
-def rm(session, name, remove_volumes, force):
+def rm(name, remove_volumes, force):
     """vmdkops_admin vmgroup rm --name=vg1 --remove-volumes"""
     from .. import vmgroup as lib
 
-    emit_message(lib.remove(session, backend(), name, remove_volumes, force))
+    emit_message(with_db(lib.remove)(backend(), name, remove_volumes, force))
 
 
 @command(vmgroup, "ls", "List vmgroups and the VMs they are applied to", audited=False)
@@ -123,27 +120,34 @@ def ls(output_format):
 vm = group("vm", "Add, remove, replace and list VMs in a vmgroup", vmgroup)
 
 
-def _vm_list_command(name, help_text, name_help, list_help, action, example, empty_message=None):
-    """``vmgroup vm add|rm|replace``: the same options, each its library function."""
-    def run(session, name, vm_list):
-        from .. import vmgroup as lib
+@command(vm, "add", "Add a VM(s) to a vmgroup")
+@name_option("Vmgroup to add the VM to")
+@vm_list_option("A list of VM names (or uuids) to add to this vmgroup")
+def vm_add(name, vm_list):
+    """vmdkops_admin vmgroup vm add --name=vg1 --vm-list=vm3,vm4"""
+    from .. import vmgroup as lib
 
-        emit_message(getattr(lib, action)(session, backend(), name, vm_list))
-    run.__doc__ = example
-    run = vm_list_option(list_help, empty_message=empty_message)(with_db(run))
-    return command(vm, name, help_text)(name_option(name_help)(run))
+    emit_message(with_db(lib.vm_add)(backend(), name, vm_list))
 
 
-vm_add = _vm_list_command("add", "Add a VM(s) to a vmgroup", "Vmgroup to add the VM to",
-                          "A list of VM names (or uuids) to add to this vmgroup", "vm_add",
-                          "vmdkops_admin vmgroup vm add --name=vg1 --vm-list=vm3,vm4")
-vm_rm = _vm_list_command("rm", "Remove VM(s) from a vmgroup", "Vmgroup to remove the VM from",
-                         "A list of VM names (or uuids) to rm from this vmgroup", "vm_remove",
-                         "vmdkops_admin vmgroup vm rm --name=vg1 --vm-list=vm3")
-vm_replace = _vm_list_command("replace", "Replace VM(s) for a vmgroup", "Vmgroup to replace the VM for",
-                              "A list of VM names (or uuids) to replace for this vmgroup", "vm_replace",
-                              "vmdkops_admin vmgroup vm replace --name=vg1 --vm-list=vm5,vm6",
-                              empty_message=REPLACE_VM_EMPTY)
+@command(vm, "rm", "Remove VM(s) from a vmgroup")
+@name_option("Vmgroup to remove the VM from")
+@vm_list_option("A list of VM names (or uuids) to rm from this vmgroup")
+def vm_rm(name, vm_list):
+    """vmdkops_admin vmgroup vm rm --name=vg1 --vm-list=vm3"""
+    from .. import vmgroup as lib
+
+    emit_message(with_db(lib.vm_remove)(backend(), name, vm_list))
+
+
+@command(vm, "replace", "Replace VM(s) for a vmgroup")
+@name_option("Vmgroup to replace the VM for")
+@vm_list_option("A list of VM names (or uuids) to replace for this vmgroup", empty_message=REPLACE_VM_EMPTY)
+def vm_replace(name, vm_list):
+    """vmdkops_admin vmgroup vm replace --name=vg1 --vm-list=vm5,vm6"""
+    from .. import vmgroup as lib
+
+    emit_message(with_db(lib.vm_replace)(backend(), name, vm_list))
 
 
 @command(vm, "ls", "list VMs in a vmgroup", audited=False)
@@ -171,12 +175,11 @@ access = group("access", "Add or remove Datastore access and quotas for a vmgrou
 @datastore_option("Datastore which access is controlled (or _VM_DS, _ALL_DS)")
 @click.option("--allow-create", is_flag=True, help="Allow create and delete on datastore if set")
 @size_options(clearable=False)
-@with_db
-def access_add(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
+def access_add(name, datastore, allow_create, volume_maxsize, volume_totalsize):
     """vmdkops_admin vmgroup access add --name=vg1 --datastore=ds2 --allow-create --volume-maxsize=500MB --volume-totalsize=2GB"""
     from .. import vmgroup as lib
 
-    emit_message(lib.access_add(session, name, datastore, allow_create, volume_maxsize, volume_totalsize))
+    emit_message(with_db(lib.access_add)(name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
 
 @command(access, "set", "Modify datastore access for a vmgroup")
@@ -186,31 +189,28 @@ def access_add(session, name, datastore, allow_create, volume_maxsize, volume_to
               help="Allow create and delete on datastore if set to True; disallow create "
                    "and delete on datastore if set to False")
 @size_options(clearable=True)
-@with_db
-def access_set(session, name, datastore, allow_create, volume_maxsize, volume_totalsize):
+def access_set(name, datastore, allow_create, volume_maxsize, volume_totalsize):
     """vmdkops_admin vmgroup access set --name=vg1 --datastore=ds2 --allow-create=False --volume-totalsize=unset"""
     from .. import vmgroup as lib
 
-    emit_message(lib.access_set(session, name, datastore, allow_create, volume_maxsize, volume_totalsize))
+    emit_message(with_db(lib.access_set)(name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
 
 @command(access, "rm", "Remove all access to a datastore for a vmgroup")
 @vmgroup_option
 @datastore_option("Datastore which access is controlled")
-@with_db
-def access_rm(session, name, datastore):
+def access_rm(name, datastore):
     """vmdkops_admin vmgroup access rm --name=vg1 --datastore=ds2"""
     from .. import vmgroup as lib
 
-    emit_message(lib.access_remove(session, name, datastore))
+    emit_message(with_db(lib.access_remove)(name, datastore))
 
 
 @command(access, "ls", "List all access info for a vmgroup", audited=False)
 @vmgroup_option
 @output_format_option
-@with_db
-def access_ls(session, name, output_format):
+def access_ls(name, output_format):
     """vmdkops_admin vmgroup access ls --name=vg1"""
     from .. import vmgroup as lib
 
-    emit_records(ACCESS_COLUMNS, lib.access_list(session, backend(), name))
+    emit_records(ACCESS_COLUMNS, with_db(lib.access_list)(backend(), name))

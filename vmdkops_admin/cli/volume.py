@@ -5,7 +5,7 @@ import click
 
 from .options import backend, command, group, output_format_option, with_db
 from .render import Column, emit_message, emit_records
-from .types import DiskSizeMB
+from .types import DiskSizeMB, owner_option, volume_option
 
 DEFAULT = ("volume", "datastore", "vmgroup", "capacity", "used", "fstype", "policy", "disk-format",
            "attached-to", "access", "attach-as", "created-by", "created")
@@ -72,9 +72,8 @@ def shortls(vmgroup, output_format):
 
 
 @command(volume, "set", "Edit settings for a given volume")
-@click.option("--volume", "full_name", required=True,
-              help='Volume to set options for, specified as "volume@datastore".')
-@click.option("--vmgroup", required=True, help="Name of the vmgroup the volume belongs to.")
+@volume_option('Volume to set options for, specified as "volume@datastore".')
+@owner_option(required=True)
 @click.option("--options", required=True,
               help="Options to be set on the volume: access=read-write|read-only, "
                    "attach-as=independent_persistent|persistent.")
@@ -87,9 +86,8 @@ def set_(full_name, vmgroup, options):
 
 @command(volume, "detach", "Detach a volume from the VM that holds it (when that VM is gone "
          "or lost its vmgroup)")
-@click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
-@click.option("--vmgroup", default="_DEFAULT", show_default=True,
-              help="Name of the vmgroup the volume belongs to.")
+@volume_option()
+@owner_option()
 @click.option("--force", is_flag=True, required=True,
               help="Required: detach without the VM's consent.")
 def detach(full_name, vmgroup, force):
@@ -100,11 +98,10 @@ def detach(full_name, vmgroup, force):
 
 
 @command(volume, "resize", "Grow a detached volume; its filesystem grows at its next mount")
-@click.option("--volume", "full_name", required=True, help='The volume, as "volume@datastore".')
+@volume_option()
 @click.option("--size", required=True, type=DiskSizeMB(), metavar="Num{MB,GB,TB}",
               help="The new size, larger than the volume's (e.g. 20GB)")
-@click.option("--vmgroup", default="_DEFAULT", show_default=True,
-              help="Name of the vmgroup the volume belongs to.")
+@owner_option()
 def resize(full_name, size, vmgroup):
     """vmdkops_admin volume resize --volume=vol1@datastore1 --size=20GB --vmgroup=vg1"""
     from ..volume_admin import resize as grow

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Optional
 
 from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..liveness import DEFAULT_TAKEOVER_AFTER
@@ -33,6 +33,11 @@ class VmGroup(Base):
         back_populates="vmgroup", order_by="Vm.id", cascade="all, delete-orphan")
     privileges: Mapped[list["Privilege"]] = relationship(
         back_populates="vmgroup", order_by="Privilege.id", cascade="all, delete-orphan")
+
+    @classmethod
+    def named(cls, session, name):
+        """The vmgroup of a name, or None."""
+        return session.scalars(select(cls).where(cls.name == name)).first()
 
 
 class Vm(Base):

@@ -117,7 +117,7 @@ class Dispatcher:
         try:
             engine = self.engine(state)
         except Exception as exc:  # noqa: BLE001
-            audit._log_loss(event, exc)
+            audit.log_loss(event, exc)
             return
         audit.write(engine, **event)
 
@@ -199,12 +199,13 @@ class Dispatcher:
                                   short_name=parsed.datastore is None, reports=self.reports)
         lock_names = [volumes.lock_name(datastore.name, tenant.uuid, parsed.volume)]
         if cmd == "create":
-            lock_names.append(request.clone_source_lock(opts))
+            options = request.check_create(opts)
+            lock_names.append(request.clone_source_lock(options))
         if cmd in ("attach", "detach"):
             lock_names.append(f"vm:{vm.uuid}")
         with self.locks.hold(*lock_names):
             if cmd == "create":
-                return request.create(opts)
+                return request.create(options)
             return getattr(request, cmd)()
 
     def _target(self, vm, tenant, parsed):

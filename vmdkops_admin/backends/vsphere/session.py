@@ -102,7 +102,7 @@ class Session:
         # vSphere API round trips (SOAP calls and datastore file requests) of this backend.
         self.round_trips = 0
 
-    def _ssl_context(self):
+    def ssl_context(self):
         if self.settings.get("insecure"):
             return ssl._create_unverified_context()  # explicitly asked for
         return ssl.create_default_context(cafile=self.settings.get("ca_file") or None)
@@ -153,16 +153,16 @@ class Session:
             si = SmartConnect(
                 host=self.settings["host"], port=int(self.settings.get("port", 443)),
                 user=self.settings.get("user", ""), pwd=self.settings.get("password", ""),
-                sslContext=self._ssl_context())
+                sslContext=self.ssl_context())
         except vim.fault.InvalidLogin:
             raise VsphereError(f"vSphere refused the login of {self.settings.get('user')} "
                                f"at {self.settings['host']}") from None
         except OSError as exc:
             raise VsphereError(f"Cannot reach vSphere at {self.settings['host']}: {exc}") from None
-        self._count(si._stub)
+        self.count_round_trips(si._stub)
         return si
 
-    def _count(self, stub):
+    def count_round_trips(self, stub):
         """Count the round trips of a SOAP stub in ``round_trips``."""
         invoke = stub.InvokeMethod
 
@@ -249,7 +249,7 @@ class Session:
         self._datacenter()
         query = urllib.parse.urlencode({"dcPath": self._datacenter_name, "dsName": datastore_name})
         connection = http.client.HTTPSConnection(self.settings["host"], int(self.settings.get("port", 443)),
-                                                 context=self._ssl_context(), timeout=60)
+                                                 context=self.ssl_context(), timeout=60)
         try:
             connection.request(method, f"/folder/{urllib.parse.quote(path)}?{query}", body=body,
                                headers={"Cookie": self.si._stub.cookie,

@@ -31,10 +31,10 @@ class Spbm:
         # A vCenter serves PBM at /pbm/sdk; the simulator at /pbm.
         for path in ("/pbm/sdk", "/pbm"):
             stub = SoapStubAdapter(host=settings["host"], port=int(settings.get("port", 443)), path=path,
-                                   version="pbm.version.version11", sslContext=backend._ssl_context(),
+                                   version="pbm.version.version11", sslContext=backend.ssl_context(),
                                    requestContext={"vcSessionCookie": session_id})
             stub.cookie = cookie
-            backend._count(stub)
+            backend.count_round_trips(stub)
             try:
                 content = pbm.ServiceInstance("ServiceInstance", stub).RetrieveContent()
             except Exception as exc:  # noqa: BLE001 - try the other path, then report
