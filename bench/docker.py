@@ -44,7 +44,7 @@ def install_managed(host, executor, home):
     needs a swarm, disabled); the vsphere plugin's name."""
     import subprocess
 
-    from docker_env import Registry
+    from rig.docker import Registry
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,9 +66,7 @@ def install_managed(host, executor, home):
                 print(f"vfile managed plugin: installed (pulled, not enabled) in {time.perf_counter() - start:.2f} s")
                 host.docker("plugin", "rm", "-f", reference)
                 continue
-            credential = os.path.join(home, "managed.credential")
-            with open(credential, "w") as f:
-                f.write(executor.token("bench-host"))
+            credential = executor.write_credential("bench-host", os.path.join(home, "managed.credential"))
             os.makedirs(os.path.join(home, "etc"), exist_ok=True)
             start = time.perf_counter()
             host.docker("plugin", "install", "--grant-all-permissions", reference,
@@ -87,8 +85,8 @@ def main():
     parser.add_argument("--managed", action="store_true", help="also the managed (v2) plugin")
     args = parser.parse_args()
 
-    from docker_env import DockerHost
-    from executor import Executor, release_loops
+    from rig.docker import DockerHost
+    from rig.executor import Executor, release_loops
     from vmdkops_admin.backends import get_backend
 
     with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as images:

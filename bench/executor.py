@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def cycles(home, cycles_per_client):
-    from executor import Executor, release_loops
+    from rig.executor import Executor, release_loops
     from vmdkops_admin import config_admin
     from vmdkops_admin.backends import get_backend
 

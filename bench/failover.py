@@ -28,7 +28,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
-from swarm_env import build_samba_image, start_swarm, stop_swarm  # noqa: E402
+from rig.swarm import build_samba_image, start_swarm, stop_swarm  # noqa: E402
 
 COUNTER = ('i=$(cat /data/n 2>/dev/null || echo 0); while true; do i=$((i+1)); '
            'if echo $i > /data/t && sync && mv /data/t /data/n && sync; then echo "ok $i"; fi; sleep 0.1; done')

@@ -44,7 +44,7 @@ def main():
 
 def executor_latency(home, admin, env):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    from executor import Executor, release_loops
+    from rig.executor import Executor, release_loops
     from vmdkops_admin.backends import get_backend
 
     get_backend().add_vm("bench-vm", datastore="ds0")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def measure(home, diskformat, runs):
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin import config_admin
     from vmdkops_admin.backends import get_backend
 

@@ -22,13 +22,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
-import vcsim_env  # noqa: E402
+from rig import vcsim  # noqa: E402
 
 
 def start_once(home, backend, url=None):
     """(seconds until the pid file, simulator requests or None) of one start."""
     pid_file = os.path.join(home, "run", "vmdk-opsd.pid")
-    before = vcsim_env.requests_served(url) if url else None
+    before = vcsim.requests_served(url) if url else None
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "vmdkops_admin.executor.main", "--backend", backend],
                                cwd=REPO, env=dict(os.environ, VMDKOPS_HOME=home),
@@ -38,7 +38,7 @@ def start_once(home, backend, url=None):
             sys.exit(f"vmdk-opsd exited with {process.returncode}; see {home}/log")
         time.sleep(0.002)
     elapsed = time.perf_counter() - start
-    requests = vcsim_env.requests_served(url) - before if url else None
+    requests = vcsim.requests_served(url) - before if url else None
     process.terminate()
     process.wait(timeout=60)
     return elapsed, requests
@@ -53,7 +53,7 @@ def measure(home, backend, runs, url=None):
 def vsphere(mode, runs, binary, work):
     import vsphere as vsphere_bench
 
-    process, url = vcsim_env.start(binary, mode)
+    process, url = vcsim.start(binary, mode)
     home = tempfile.mkdtemp(dir=work)
     os.environ["VMDKOPS_HOME"] = home
     try:
@@ -67,7 +67,7 @@ def vsphere(mode, runs, binary, work):
             ms, requests = measure(home, "vsphere", runs, url)
             print(f"  {volumes:6d} volumes: {ms:7.1f} ms, {requests} requests")
     finally:
-        vcsim_env.stop(process)
+        vcsim.stop(process)
 
 
 def local(runs, volumes):
@@ -88,10 +88,10 @@ def main():
     modes = args.mode or ["vpx", "esx", "local"]
     print(f"vmdk-opsd start-up, median of {args.runs}")
     if set(modes) & {"vpx", "esx"}:
-        if not vcsim_env.available():
+        if not vcsim.available():
             sys.exit("needs go and govmomi (Debian packages golang-go and golang-github-vmware-govmomi-dev)")
         with tempfile.TemporaryDirectory() as work:
-            binary = vcsim_env.build(work)
+            binary = vcsim.build(work)
             for mode in ("vpx", "esx"):
                 if mode in modes:
                     print(f"vcsim as {'vCenter' if mode == 'vpx' else 'ESX'}:")

@@ -36,7 +36,7 @@ from datetime import datetime
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
-from swarm_env import build_samba_image, start_swarm, stop_swarm  # noqa: E402
+from rig.swarm import build_samba_image, start_swarm, stop_swarm  # noqa: E402
 
 DEAD_NODE_GRACE = 10  # seconds (the default, 60, would make each run a minute longer)
 

@@ -31,7 +31,7 @@ from datetime import datetime
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
-import vcsim_env  # noqa: E402
+from rig import vcsim  # noqa: E402
 
 
 def settings_for(home, url):
@@ -170,12 +170,12 @@ def main():
     parser.add_argument("--volumes", type=int, default=1000)
     parser.add_argument("--mode", choices=("vpx", "esx"), action="append")
     args = parser.parse_args()
-    if not vcsim_env.available():
+    if not vcsim.available():
         sys.exit("needs go and govmomi (Debian packages golang-go and golang-github-vmware-govmomi-dev)")
     with tempfile.TemporaryDirectory() as work:
-        binary = vcsim_env.build(work)
+        binary = vcsim.build(work)
         for mode in args.mode or ["vpx", "esx"]:
-            process, url = vcsim_env.start(binary, mode)
+            process, url = vcsim.start(binary, mode)
             home = tempfile.mkdtemp(dir=work)
             os.environ["VMDKOPS_HOME"] = home
             try:
@@ -186,7 +186,7 @@ def main():
                 latencies(args.runs)
                 volume_ls(home, args.volumes)
             finally:
-                vcsim_env.stop(process)
+                vcsim.stop(process)
 
 
 if __name__ == "__main__":

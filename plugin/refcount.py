@@ -24,6 +24,7 @@ from . import docker_api, fs
 
 log = logging.getLogger("vmdkops.plugin")
 RECOVERY_WAIT = 120.0
+READY = "Refcounting successfully completed"  # logged once the counts are rebuilt: the plugin serves
 
 
 class DriverError(Exception):
@@ -194,7 +195,7 @@ class RefcountedDriver:
             try:
                 self._recover_once()
                 self.ready.set()
-                log.info("Refcounting successfully completed")
+                log.info(READY)
                 return True
             except (docker_api.DockerUnavailable, DriverError, OSError, ValueError) + self.ERRORS as exc:
                 log.warning("Refcounting failed: (%s). Attempts left: %d", exc, attempts - attempt - 1)

@@ -19,20 +19,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-IN_CI = os.environ.get("CI") == "true"
-
-VM1_UUID = "564dac12-b1a0-f735-0df3-bceb00b30340"
-VM2_UUID = "564d9bc4-bfd6-b648-935b-6353fb6dc1e7"
-VM3_UUID = "564d1111-2222-3333-4444-555566667777"
-VM4_UUID = "564d4444-aaaa-bbbb-cccc-ddddeeeeffff"
-
-
-def missing(part):
-    """Skip locally, fail in CI, naming the part that is not there."""
-    if IN_CI:
-        pytest.fail(f"{part} is not available; CI must run every integration test")
-    pytest.skip(f"{part} is not available")
-
+from rig import VM1_UUID, VM2_UUID, VM3_UUID, missing
 
 # -- sharing out the tests (pytest-xdist, --dist loadfile) ------------------------
 
@@ -198,7 +185,7 @@ def configured(request, db_kind, admin, inventory):
 def executor(home, inventory):
     """A running vmdk-opsd for this test's state root (stopped, and its loop
     devices released, afterwards)."""
-    from executor import Executor, release_loops, require_root_and_loops
+    from rig.executor import Executor, release_loops, require_root_and_loops
 
     require_root_and_loops()
     running = Executor(home).start()
@@ -215,7 +202,7 @@ def busybox_dir(tmp_path_factory):
 
 
 def docker_parts():
-    from docker_env import docker_client
+    from rig.docker import docker_client
 
     if shutil.which("dockerd") is None or docker_client() is None:
         missing("dockerd (Debian package docker.io; scripts/test.sh installs it)")
@@ -228,7 +215,7 @@ def docker_host(request, executor, busybox_dir):
     """A factory of Docker hosts (dockerd + plugin) acting as inventory VMs;
     parametrized "managed" (indirect), the plugin is the managed one,
     installed from the registry."""
-    from docker_env import DockerHost
+    from rig.docker import DockerHost
 
     docker_parts()
     reference = request.getfixturevalue("vsphere_plugin") if getattr(request, "param", "") == "managed" else None
@@ -253,7 +240,7 @@ def docker_host(request, executor, busybox_dir):
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, registry_parts):
     """A private registry on a loopback port (loopback registries need no daemon flag)."""
-    from docker_env import Registry
+    from rig.docker import Registry
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -267,7 +254,7 @@ def registry(tmp_path_factory, registry_parts):
 def vsphere_plugin(tmp_path_factory, registry):
     """The vsphere managed plugin, built by scripts/build-plugin.sh on a
     dockerd of its own and pushed to the registry: its reference there."""
-    from docker_env import DockerHost, build_plugin
+    from rig.docker import DockerHost, build_plugin
 
     docker_parts()
     builder = DockerHost(None, "builder")
@@ -284,28 +271,28 @@ def vsphere_plugin(tmp_path_factory, registry):
 
 @pytest.fixture(scope="session")
 def vcsim_binary(tmp_path_factory):
-    import vcsim_env
+    from rig import vcsim
 
-    if not vcsim_env.available():
+    if not vcsim.available():
         missing("go and govmomi (Debian packages golang-go and golang-github-vmware-govmomi-dev)")
-    return vcsim_env.build(str(tmp_path_factory.mktemp("vcsim")))
+    return vcsim.build(str(tmp_path_factory.mktemp("vcsim")))
 
 
 @pytest.fixture(scope="session")
 def vcsim_servers(vcsim_binary):
     """mode ("vpx" or "esx") -> the URL of a running simulator; stopped at the end."""
-    import vcsim_env
+    from rig import vcsim
 
     running = {}
 
     def server(mode):
         if mode not in running:
-            running[mode] = vcsim_env.start(vcsim_binary, mode)
+            running[mode] = vcsim.start(vcsim_binary, mode)
         return running[mode][1]
 
     yield server
     for process, _ in running.values():
-        vcsim_env.stop(process)
+        vcsim.stop(process)
 
 
 @pytest.fixture
@@ -328,7 +315,7 @@ def vcsim_backend(vcsim_servers, tmp_path):
 @pytest.fixture(scope="session")
 def samba_image(tmp_path_factory):
     """The file server image's tarball, built by the project's script."""
-    from swarm_env import build_samba_image
+    from rig.swarm import build_samba_image
 
     if not os.path.exists("/usr/sbin/smbd"):
         missing("Samba (Debian package samba; scripts/test.sh installs it)")
@@ -345,7 +332,7 @@ def registry_parts():
 @pytest.fixture(scope="session")
 def swarm_parts():
     """What a test swarm needs on this machine."""
-    from executor import require_root_and_loops
+    from rig.executor import require_root_and_loops
 
     require_root_and_loops()
     for program, part in (("dockerd", "dockerd (Debian package docker.io)"),
@@ -365,7 +352,7 @@ def swarm(tmp_path_factory, samba_image, busybox_dir, swarm_parts):
     each a VM (VM1-VM3) of a vmdk-opsd on the local backend with a config DB,
     each with the vsphere and vfile plugins (smbnetfs mounts). One for the
     whole test session: each test removes what it made."""
-    from swarm_env import start_swarm, stop_swarm
+    from rig.swarm import start_swarm, stop_swarm
 
     running = start_swarm(str(tmp_path_factory.mktemp("swarm")), samba_image, busybox_dir)
     try:
@@ -379,7 +366,7 @@ def managed_swarm(tmp_path_factory, samba_image, busybox_dir, swarm_parts, regis
     """The same swarm with managed plugins: built on node1 by
     scripts/build-plugin.sh, pushed to a private registry on the swarm's
     bridge and installed on every node from there (for one test module)."""
-    from swarm_env import start_swarm, stop_swarm
+    from rig.swarm import start_swarm, stop_swarm
 
     running = start_swarm(str(tmp_path_factory.mktemp("managed-swarm")), samba_image, busybox_dir, managed=True)
     try:

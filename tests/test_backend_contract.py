@@ -37,7 +37,7 @@ class Env:
 
 def make_env(request, kind):
     if kind == "local":
-        from executor import release_loops, require_root_and_loops
+        from rig.executor import release_loops, require_root_and_loops
 
         require_root_and_loops()
         inventory = request.getfixturevalue("inventory")

@@ -11,7 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import VM1_UUID, parse_table
+from conftest import parse_table
+
+from rig import VM1_UUID
 from vmdkops_admin.cli import cli
 
 

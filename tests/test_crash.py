@@ -237,7 +237,7 @@ def test_reconcile_repairs_and_reports(executor, admin, inventory, home):
         f.write('RW 2048 FLAT "bare-flat.vmdk" 0\n')
     open(os.path.join(folder, "bare-flat.vmdk"), "w").close()
     executor.stop()
-    from executor import release_loops
+    from rig.executor import release_loops
     release_loops(home)  # a host reboot: the loop devices are gone
 
     findings = json.loads(admin.ok("volume reconcile --dry-run --output-format=json"))

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import parse_table
+from rig import wait
 
 BOTH = pytest.mark.parametrize("docker_host", ["legacy", "managed"], indirect=True)
 
@@ -201,7 +202,7 @@ def test_the_plugin_reports_that_its_vm_is_alive(docker_host, admin):
     """Every ReportInterval (5 s) the plugin tells the executor that its VM
     is alive; ``host vm ls`` shows when it last did; a plugin killed falls
     silent (its VM's volumes can then be taken over)."""
-    from conftest import VM1_UUID
+    from rig import VM1_UUID
     from vmdkops_admin import config, liveness
 
     def last():
@@ -225,7 +226,7 @@ def test_a_dead_host_that_comes_back_leaves_its_taken_volume_alone(docker_host, 
     """VM1 dies with a container writing to db; VM2 takes db over. VM1 boots
     again: its plugin's recovery attaches and counts nothing, and starting the
     old container is refused naming VM2, whose container writes on undisturbed."""
-    from executor import no_file_has_two_loops
+    from rig.executor import no_file_has_two_loops
 
     admin.ok("config init --local")
     admin.ok("vmgroup update --name=_DEFAULT --takeover-after=8s")  # > the plugins' ReportInterval (5 s)
@@ -328,7 +329,7 @@ def test_a_mount_docker_gave_up_on_is_undone(docker_host, executor):
     client.sendall(b"POST /VolumeDriver.Mount HTTP/1.1\r\nHost: docker\r\nContent-Length: %d\r\n\r\n%s"
                    % (len(body), body))
     client.close()
-    assert host._wait(lambda: host.log_has("Docker was gone when the Mount of given-up was done"), 60)
+    assert wait(lambda: host.log_has("Docker was gone when the Mount of given-up was done"), 60)
     assert host.mounted() == []
     status, _, answer = post(host, "/VolumeDriver.Path", b'{"Name": "given-up"}')
     assert json.loads(answer)["Mountpoint"] == ""
@@ -341,7 +342,7 @@ def test_nothing_is_removed_before_recovery(executor, tmp_path):
     import subprocess
     import sys
 
-    from executor import REPO
+    from rig.executor import REPO
 
     (tmp_path / "docker.sock").write_text("")  # there, but nobody answers: Docker is starting
     credential = tmp_path / "credential"

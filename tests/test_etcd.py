@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import missing
-from executor import stop_process
+from rig import missing
+from rig.executor import stop_process
 from plugin.vfile import etcd as kv
 from plugin.vfile import txn
 from plugin.vfile.etcd import Etcd, EtcdError, LeaseNotFound, WaitTimeout

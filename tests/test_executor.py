@@ -232,7 +232,7 @@ def test_disk_formats_on_local_files(executor, inventory):
 
 def test_vmdk_files_pass_qemu_img(executor, inventory):
     if subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0:
-        from conftest import missing
+        from rig import missing
         missing("qemu-img (Debian package qemu-utils)")
     executor.ok("VM1", "create", "checked", {"size": "30mb", "diskformat": "zeroedthick"})
     descriptor = os.path.join(inventory.datastore_by_name("DS1").path, "dockvols",
@@ -357,6 +357,7 @@ def test_sigterm_finishes_in_flight_requests_and_declines_new_ones(executor):
     import time
 
     result = {}
+    executor.token("VM1")  # issued before the create is timed
     slow = threading.Thread(target=lambda: result.setdefault("reply", executor.call(
         "VM1", "create", "slow", {"size": "1500mb", "diskformat": "eagerzeroedthick"})))
     slow.start()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from executor import loops_on, no_file_has_two_loops
+from rig.executor import loops_on, no_file_has_two_loops
 
 pytestmark = pytest.mark.usefixtures("configured")
 
@@ -406,9 +406,10 @@ def test_slow_clients_do_not_delay_a_vms_requests(executor):
 def test_past_the_connection_limit_a_new_client_is_told_busy_at_once(home, inventory):
     import socket
 
-    from executor import Executor, release_loops
+    from rig.executor import Executor, release_loops
 
     running = Executor(home).start("--max-connections=8")
+    running.token("VM1")  # issued before the executor is filled up
     held = []
     try:
         for _ in range(8):

@@ -10,7 +10,9 @@ import sqlite3
 
 import pytest
 
-from conftest import VM1_UUID, VM2_UUID, VM3_UUID, parse_table
+from conftest import parse_table
+
+from rig import VM1_UUID, VM2_UUID, VM3_UUID
 
 pytestmark = pytest.mark.usefixtures("configured")
 

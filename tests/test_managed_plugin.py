@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from plugin.refcount import READY
+
 ALIAS = "vsphere"
 # Docker hosts with the plugin installed from the registry as ``vsphere``.
 pytestmark = pytest.mark.parametrize("docker_host", ["managed"], indirect=True)
@@ -55,7 +57,7 @@ def test_a_killed_plugin_keeps_the_volume_of_a_running_container(docker_host, ex
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while host.read_log().count("Starting plugin") == starts or \
-            "Refcounting successfully completed" not in host.read_log().split("Starting plugin")[-1]:
+            READY not in host.read_log().split("Starting plugin")[-1]:
         assert time.monotonic() < deadline, host.read_log()
         time.sleep(0.2)
     assert plugin_pid(host) != first

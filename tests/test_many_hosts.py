@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from conftest import VM1_UUID, VM2_UUID, parse_table
+from conftest import parse_table
+
+from rig import VM1_UUID, VM2_UUID
 
 
 @contextlib.contextmanager
@@ -36,7 +38,7 @@ class Host:
 
 @pytest.fixture
 def hosts(tmp_path, pg_url, admin, home):
-    from executor import Executor, release_loops, require_root_and_loops
+    from rig.executor import Executor, release_loops, require_root_and_loops
     from vmdkops_admin.backends.local import LocalBackend
     from vmdkops_admin.paths import layout
 

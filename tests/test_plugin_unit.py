@@ -198,7 +198,7 @@ def test_a_helper_is_known_by_its_command_line_not_its_pid_alone(tmp_path):
 def test_a_filesystem_smaller_than_its_device_is_seen(tmp_path, fstype):
     """Read from the superblock: a filesystem that fills its device is left
     alone at mount (no e2fsck, no xfs_growfs); one whose volume grew is not."""
-    from conftest import missing
+    from rig import missing
     from plugin import fs
 
     if shutil.which(f"mkfs.{fstype}") is None:
@@ -268,7 +268,7 @@ def test_a_disk_taken_while_mounted_is_dropped_at_the_next_mount(tmp_path, caplo
     (a real ext4 on a loop device) drops the dead mount and asks for the
     volume again, which is refused naming VM2, rather than giving a second
     container the dead disk; nothing counts it any more."""
-    from executor import require_root_and_loops
+    from rig.executor import require_root_and_loops
     from plugin.vsphere.driver import Driver
     from plugin.refcount import DriverError
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import parse_table
-from executor import loops_on, no_file_has_two_loops
+from rig.executor import loops_on, no_file_has_two_loops
 
 pytestmark = pytest.mark.usefixtures("configured")
 

@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from swarm_env import wait
+from plugin.refcount import READY
+from rig import wait
 
 
 def unique(prefix="vfile"):
@@ -161,7 +162,7 @@ def test_a_killed_managed_plugin_mounts_again(managed_swarm, cleanup):
     [pid_file] = glob.glob(os.path.join(worker.dir, "exec", "containerd", "daemon", "*", "*", plugin_id, "init.pid"))
     with open(pid_file) as f:
         os.kill(int(f.read()), signal.SIGKILL)
-    assert wait(lambda: worker.vfile_log().count("Starting plugin") > starts and "Refcounting successfully completed"
+    assert wait(lambda: worker.vfile_log().count("Starting plugin") > starts and READY
                 in worker.vfile_log().split("Starting plugin")[-1], 90, 0.5), worker.vfile_log()[-3000:]
     assert f"The mount of {volume} is gone" in worker.vfile_log().split("Starting plugin")[-1]
     assert status(manager, volume)["Global Refcount"] == 1
@@ -329,7 +330,7 @@ def test_until_etcd_answers_the_driver_says_so(swarm, tmp_path):
                         "--etcd_endpoints", "http://127.0.0.1:9"])
     import subprocess
 
-    from executor import REPO, stop_process
+    from rig.executor import REPO, stop_process
     process = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

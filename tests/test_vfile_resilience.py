@@ -19,10 +19,12 @@ import uuid
 
 import pytest
 
-from executor import no_file_has_two_loops
+from plugin.refcount import READY
 from plugin.vfile.background import HELPER_INTERVAL
 from plugin.vfile.node import LEASE_TTL
-from swarm_env import start_swarm, stop_swarm, wait
+from rig import wait
+from rig.executor import no_file_has_two_loops
+from rig.swarm import start_swarm, stop_swarm
 from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
 
 DEAD_NODE_GRACE = 25  # shorter than the default (60 s), longer than a cut-off below
@@ -644,10 +646,10 @@ def kill_etcd(node):
     os.kill(pid, signal.SIGKILL)
 
 
-def restart_plugin(node, ready="Refcounting successfully completed"):
+def restart_plugin(node, ready=READY):
     node.vfile.send_signal(signal.SIGKILL)
     node.vfile.wait()
-    if ready == "Refcounting successfully completed":
+    if ready == READY:
         node.start_vfile()
     else:
         node.start_vfile(ready=ready)
@@ -674,7 +676,7 @@ def test_one_etcd_cluster_ever(swarm4, made):
     for node in (second, third):  # their members come back with their data (and the quorum with both)
         restart_plugin(node, ready="Rejoining the etcd cluster with the data")
     for node in (leader, second, third):
-        assert wait(lambda: "Refcounting successfully completed" in node.vfile_log().rpartition(
+        assert wait(lambda: READY in node.vfile_log().rpartition(
             "Starting plugin driver=vfile")[2], 90, 0.5), swarm4.etcd_logs()
     for node in (leader, second, third):
         status_ = json.loads(node.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]

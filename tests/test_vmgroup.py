@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from conftest import VM1_UUID, VM2_UUID, parse_table
+from conftest import parse_table
+
+from rig import VM1_UUID, VM2_UUID
 
 DEFAULT_UUID = "11111111-1111-1111-1111-111111111111"
 CREATED = "vmgroup '{}' is created. Do not forget to run 'vmgroup vm add' to add vm to vmgroup."

@@ -40,7 +40,7 @@ def test_no_command_leaves_a_vcenter_session_open(vcenter_home, admin):
     """vCenter keeps a session until it times out, and limits them: 20 admin
     commands, each its own process (a cron report every minute, say), and an
     executor started and stopped leave none open."""
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     counter = get_backend()
@@ -56,7 +56,7 @@ def test_no_command_leaves_a_vcenter_session_open(vcenter_home, admin):
 
 
 def test_executor_on_vsphere(vsphere_home, admin):
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     backend = get_backend()
@@ -103,7 +103,7 @@ def test_backend_vsphere_without_settings_says_so(home):
     import subprocess
     import sys
 
-    from executor import REPO
+    from rig.executor import REPO
 
     result = subprocess.run([sys.executable, "-m", "vmdkops_admin.executor.main", "--backend", "vsphere"],
                             cwd=REPO, env=dict(os.environ, VMDKOPS_HOME=str(home)),
@@ -159,7 +159,7 @@ def test_host_datastore_ls_shows_vsphere_space(vsphere_home, admin):
 def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
     """``volume ls`` reads sizes from one datastore-browser search per datastore:
     3 volumes or 12, the same number of vSphere API round trips."""
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin import config
     from vmdkops_admin.backends import get_backend
     from vmdkops_admin.volume_admin import list_volumes
@@ -200,8 +200,8 @@ def test_executor_start_up_round_trips_do_not_grow_with_volumes(vsphere_home, ad
     100 volumes makes as many requests as the start with 10."""
     import json as json_
 
-    import vcsim_env
-    from executor import Executor
+    from rig import vcsim
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     url = urllib.parse.urlparse("https://" + json_.loads((vsphere_home / "vsphere.json").read_text())["host"]
@@ -217,9 +217,9 @@ def test_executor_start_up_round_trips_do_not_grow_with_volumes(vsphere_home, ad
             executor.stop()
             executor.start("--backend", "vsphere")  # the first start may index what others left
             executor.stop()
-            before = vcsim_env.requests_served(url)
+            before = vcsim.requests_served(url)
             executor.start("--backend", "vsphere")
-            counts.append(vcsim_env.requests_served(url) - before)
+            counts.append(vcsim.requests_served(url) - before)
         assert counts[1] <= counts[0] + 2, counts
         assert counts[1] <= 16 + 3 * len(get_backend().datastores()), counts
     finally:
@@ -256,7 +256,7 @@ def scsi_layout(vm_object):
 def test_sixteen_attaches_fill_a_controller_and_the_61st_is_refused(vsphere_home, admin):
     """Through a real vmdk-opsd: units 0-6 and 8-15 of controller 0 first,
     the 16th volume on a new controller, 60 on four, the 61st refused."""
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     backend = get_backend()
@@ -291,7 +291,7 @@ def test_a_vm_that_powers_off_gives_its_volumes_back(vsphere_home, admin):
     detached, their side-cars say so (unless one names another VM: the guarded
     write) and the index follows; another VM can then attach them. A VM that
     powered off while no executor ran gives them back when one starts."""
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     backend = get_backend()
@@ -359,7 +359,7 @@ def vcenter_rules(name):
 
 
 def test_storage_policies_on_vcenter_are_spbm_profiles(vcenter_home, admin):
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     rows = {r["Policy Name"]: r for r in parse_table(admin.ok("policy ls"))}
@@ -425,7 +425,7 @@ def test_storage_policies_on_a_standalone_host_are_vsan_text(esx_home, admin):
     assert parse_table(admin.ok("policy ls")) == [{
         "Policy Name": "gold", "Policy Content": GOLD, "Active": "Unused", "Kind": "vSAN",
         "Applies To": "no vSAN datastore"}]
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     vm = get_backend().vms()[0]
@@ -456,19 +456,19 @@ def test_a_lost_session_is_made_again(vcsim_backend):
 def test_tls_is_verified_unless_told_otherwise(vcsim_servers, vcsim_binary):
     """The simulator's self-signed certificate is refused by default, accepted
     with it as the CA file, and with the explicit insecure flag."""
-    import vcsim_env
+    from rig import vcsim
     from vmdkops_admin.backends.vsphere import VsphereBackend, VsphereError
 
     url = vcsim_servers("vpx")
     settings = {"host": url.hostname, "port": url.port, "user": "user", "password": "pass"}
     with pytest.raises(VsphereError, match=f"Cannot reach vSphere at {url.hostname}: .*CERTIFICATE_VERIFY_FAILED"):
         VsphereBackend(dict(settings)).datastores()
-    assert VsphereBackend(dict(settings, ca_file=vcsim_env.ca_file(vcsim_binary, "vpx"))).datastores()
+    assert VsphereBackend(dict(settings, ca_file=vcsim.ca_file(vcsim_binary, "vpx"))).datastores()
     assert VsphereBackend(dict(settings, insecure=True)).datastores()
 
 
 def test_the_password_is_never_logged_nor_on_a_command_line(vsphere_home, admin):
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     password_file = json.loads((vsphere_home / "vsphere.json").read_text())["password_file"]
@@ -572,7 +572,7 @@ def test_a_silent_vms_disk_is_hot_removed_before_another_takes_it(vsphere_home, 
     (its heartbeat green), however long its plugin is silent; once the
     guest is gone the disk is removed from the holder, then added to the
     VM asking."""
-    from executor import Executor
+    from rig.executor import Executor
     from vmdkops_admin.backends import get_backend
 
     backend = get_backend()

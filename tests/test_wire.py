@@ -143,14 +143,14 @@ def test_tcp_with_tls(home, inventory, tmp_path):
     import ssl
     import subprocess
 
-    from executor import Executor, release_loops
+    from rig.executor import Executor, release_loops
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                            "-keyout", str(key), "-out", str(cert)], capture_output=True)
     if made.returncode != 0:
-        from conftest import missing
+        from rig import missing
         missing("openssl")
     running = Executor(home).start("--no-unix-socket", "--tcp", "127.0.0.1:0",
                                    "--tls-cert", str(cert), "--tls-key", str(key))

@@ -7,7 +7,9 @@ import shutil
 import subprocess
 import urllib.parse
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vcsim")
+from . import REPO
+
+SOURCE = os.path.join(REPO, "tests", "vcsim")
 GOVMOMI = "/usr/share/gocode/src/github.com/vmware/govmomi"
 
 

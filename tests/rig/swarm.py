@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-from docker_env import Registry, build_plugin, busybox_tar, docker_client
-from executor import REPO, stop_process
+from plugin.refcount import READY
+
+from . import REPO, VM1_UUID, VM2_UUID, VM3_UUID, VM4_UUID, wait
+from .docker import Registry, build_plugin, busybox_tar, docker_client
+from .executor import Executor, release_loops, stop_process
 
 SUBNET = "10.99.0"  # on each swarm's own bridge
 REGISTRY = f"{SUBNET}.254:5000"  # the registry of a swarm of managed plugins, on the hub
@@ -40,15 +42,6 @@ def run(argv, check=True, **kwargs):
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result
-
-
-def wait(predicate, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 class Node:
@@ -137,9 +130,7 @@ class Node:
     def install_plugins(self):
         """The managed plugins from the swarm's registry, as users install them;
         their logs and config files in this node's folder."""
-        credential = os.path.join(self.dir, "credential")
-        with open(credential, "w") as f:
-            f.write(self.swarm.executor.token(self.vm))
+        credential = self.swarm.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         settings = os.path.join(self.dir, "etc")
         os.makedirs(settings, exist_ok=True)
         common = [f"config.source={settings}", f"log.source={self.dir}", f"docker.source={self.socket}",
@@ -155,13 +146,11 @@ class Node:
             start = len(self.read(log))
             self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias,
                         f"{REGISTRY}/{self.swarm.references[alias]}", *common, *extra, timeout=600)
-            if not wait(lambda: "Refcounting successfully completed" in self.read(log)[start:], 120):
+            if not wait(lambda: READY in self.read(log)[start:], 120):
                 raise RuntimeError(f"the {alias} plugin of {self.name} did not start: {self.read(log)[start:]}")
 
     def start_vsphere(self):
-        credential = os.path.join(self.dir, "credential")
-        with open(credential, "w") as f:
-            f.write(self.swarm.executor.token(self.vm))
+        credential = self.swarm.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         log = os.path.join(self.dir, "vsphere.log")
         argv = [sys.executable, "-m", "plugin.vsphere", "--config", os.path.join(self.dir, "none.conf"),
                 "--mount_root", self.vmdk_root, "--socket_dir", self.plugin_dir,
@@ -169,7 +158,7 @@ class Node:
                 "--docker_socket", self.socket, "--log_path", log, "--log_level", "debug"]
         self.vsphere = self._start(argv, log)
 
-    def start_vfile(self, ready="Refcounting successfully completed", **settings):
+    def start_vfile(self, ready=READY, **settings):
         config = os.path.join(self.dir, "vfile.conf")
         with open(config, "w") as f:
             json.dump(dict({"LogLevel": "debug", "MountMethod": "smbnetfs"}, **settings), f)
@@ -185,7 +174,7 @@ class Node:
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}{self.swarm.etcd_logs()}") from None
 
-    def _start(self, argv, log, ready="Refcounting successfully completed", timeout=60):
+    def _start(self, argv, log, ready=READY, timeout=60):
         start = len(self.read(log))
         env = dict(os.environ, PYTHONPATH=REPO)
         process = subprocess.Popen(self.inside(argv), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -413,8 +402,6 @@ def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), manager
     under the folder ``work``. ``stop_swarm`` stops it all."""
     from click.testing import CliRunner
 
-    from conftest import VM1_UUID, VM2_UUID, VM3_UUID, VM4_UUID
-    from executor import Executor
     from vmdkops_admin.backends.local import LocalBackend
     from vmdkops_admin.cli import cli
     from vmdkops_admin.paths import Layout
@@ -430,27 +417,18 @@ def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), manager
     executor = Executor(home)
     swarm = Swarm(executor, list(vms), samba_tar, busybox_dir, managers, **settings)
     swarm.home, swarm.datastore = home, datastore
-    before = os.environ.get("VMDKOPS_HOME")
-    os.environ["VMDKOPS_HOME"] = home  # the VMs' credentials are issued there
     try:
-        result = CliRunner().invoke(cli, ["config", "init", "--local"])
+        result = CliRunner().invoke(cli, ["config", "init", "--local"], env={"VMDKOPS_HOME": home})
         assert result.exit_code == 0, result.output
         executor.start()
         swarm.start()
     except BaseException:
         stop_swarm(swarm)
         raise
-    finally:
-        if before is None:
-            os.environ.pop("VMDKOPS_HOME")
-        else:
-            os.environ["VMDKOPS_HOME"] = before
     return swarm
 
 
 def stop_swarm(swarm):
-    from executor import release_loops
-
     swarm.stop()
     swarm.executor.stop()
     release_loops(swarm.home)

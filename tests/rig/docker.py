@@ -20,7 +20,10 @@ import tarfile
 import tempfile
 import time
 
-from executor import REPO, stop_process
+from plugin.refcount import READY
+
+from . import REPO, wait
+from .executor import stop_process
 
 _names = itertools.count(1)
 
@@ -137,7 +140,7 @@ class DockerHost:
             with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
                 self.dockerd = subprocess.Popen(argv + ["--storage-driver", driver], stdout=out,
                                                 stderr=subprocess.STDOUT)
-            if self._wait(lambda: self.docker("info", check=False).returncode == 0, 30):
+            if wait(lambda: self.docker("info", check=False).returncode == 0, 30):
                 return self
             self.stop_dockerd()
         raise RuntimeError(f"dockerd did not start; see {self.dir}/dockerd.log")
@@ -165,8 +168,7 @@ class DockerHost:
 
     def start_plugin(self):
         credential = os.path.join(self.dir, "credential")
-        with open(credential, "w") as f:
-            f.write(self.executor.token(self.vm))
+        self.executor.write_credential(self.vm, credential)
         config = os.path.join(self.dir, "plugin.conf")
         with open(config, "w") as f:
             f.write('{"LogLevel": "debug"}\n')
@@ -176,7 +178,7 @@ class DockerHost:
                 "--log_path", self.plugin_log]
         start = len(self.read_log())
         self.plugin = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if not self._wait(lambda: "Refcounting successfully completed" in self.read_log()[start:], 30):
+        if not wait(lambda: READY in self.read_log()[start:], 30):
             raise RuntimeError(f"the plugin did not start: {self.read_log()}")
         return self
 
@@ -184,9 +186,7 @@ class DockerHost:
         """The managed plugin from a registry, as users install it, with this
         VM's credential and the host's executor; its log in this host's folder;
         its config folder this host's own, or (``config=False``) the default."""
-        self.credential = os.path.join(self.dir, "credential")
-        with open(self.credential, "w") as f:
-            f.write(self.executor.token(self.vm))
+        self.credential = self.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         self.settings, self.logs = os.path.join(self.dir, "etc"), os.path.join(self.dir, "log")
         os.makedirs(self.settings, exist_ok=True)
         os.makedirs(self.logs, exist_ok=True)
@@ -197,7 +197,7 @@ class DockerHost:
             sources.append(f"config.source={self.settings}")
         self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference, *sources,
                     "VDVS_LOG_LEVEL=debug", timeout=300)
-        if not self._wait(lambda: "Refcounting successfully completed" in self.read_log(), 30):
+        if not wait(lambda: READY in self.read_log(), 30):
             raise RuntimeError(f"the managed plugin did not start: {self.read_log()}")
         self.driver, self.listed_driver = alias, f"{alias}:latest"
         return self
@@ -256,12 +256,3 @@ class DockerHost:
         for target in self.mounted() + [self.mount_root]:
             subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    @staticmethod
-    def _wait(predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.1)
-        return False
