@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+from repo import use_rig
+
+REPO = use_rig()
 
 
 def median(fn, runs):

@@ -22,7 +22,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from repo import use_rig
+
+use_rig()
 
 
 def cycles(home, cycles_per_client):

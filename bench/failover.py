@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """When a Docker host dies, with no one acting: on the test swarm of three
-managers and a worker (tests/swarm_env.py, local backend), the worker runs
+managers and a worker (tests/rig/swarm.py, local backend), the worker runs
 the workload and is killed (its link down, all its processes killed); the
 time from its death to the first write that succeeds again, median of
 --runs:
@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+from repo import use_rig
+
+REPO = use_rig()
 
 from rig.swarm import build_samba_image, start_swarm, stop_swarm  # noqa: E402
 

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 
+from repo import use_rig
 from timing import median_seconds
 from volume_ls import populate
 
@@ -43,7 +44,7 @@ def main():
 
 
 def executor_latency(home, admin, env):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    use_rig()
     from rig.executor import Executor, release_loops
     from vmdkops_admin.backends import get_backend
 

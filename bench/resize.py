@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from repo import use_rig
+
+use_rig()
 
 
 def measure(home, diskformat, runs):

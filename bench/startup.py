@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+from repo import use_rig
+
+REPO = use_rig()
 
 from rig import vcsim  # noqa: E402
 

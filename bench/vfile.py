@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Shared volumes on the test swarm (three nodes in network namespaces, as
-the tests make it: tests/swarm_env.py), in one run, median of --runs:
+the tests make it: tests/rig/swarm.py), in one run, median of --runs:
 
 1. time to the first mount of a volume (its file server started: the Mount
    request to node 1's vfile plugin until it answers), and of that after
@@ -33,8 +33,9 @@ import tempfile
 import time
 from datetime import datetime
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+from repo import use_rig
+
+REPO = use_rig()
 
 from rig.swarm import build_samba_image, start_swarm, stop_swarm  # noqa: E402
 

@@ -1,13 +1,8 @@
-"""Docker hosts for the end-to-end tests: a private ``dockerd`` per host (its
-own data root, socket and containerd namespaces), a local busybox image, and
-the vsphere plugin of that host, which talks to the test's vmdk-opsd with the
-credential of the host's VM. Everything is stopped by pid afterwards.
-
-Docker finds legacy plugins in the one folder /run/docker/plugins and lists
-the volumes of every plugin it finds there, so each dockerd runs in a mount
-namespace of its own where that folder shows only its host's plugin socket.
-The host's mount root is a shared mount, so what the plugin (outside) mounts
-there is seen by its dockerd (inside)."""
+"""Docker hosts: a private ``dockerd`` per host (``Dockerd``, which a swarm's
+node is too), a local busybox image, and for the end-to-end tests the
+vsphere plugin of the host (``DockerHost``), which talks to the test's
+vmdk-opsd with the credential of the host's VM; a private registry, and the
+managed plugins built into it. Everything is stopped by pid afterwards."""
 
 import contextlib
 import itertools
@@ -103,24 +98,111 @@ def build_plugin(docker_socket, driver, reference, *extra):
     return built.stdout
 
 
-class DockerHost:
-    """One "Docker host VM": a dockerd and the plugin with this VM's credential."""
+def read(path):
+    """A file's text, or "" when it is not there (yet)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def vsphere_argv(config, mount_root, plugin_dir, executor_socket, credential, docker_socket, log, *extra):
+    """The vsphere plugin's command line, as a host starts it (a legacy plugin)."""
+    return [sys.executable, "-m", "plugin.vsphere", "--config", config, "--mount_root", mount_root,
+            "--socket_dir", plugin_dir, "--executor_socket", executor_socket, "--credential_file", credential,
+            "--docker_socket", docker_socket, "--log_path", log, *extra]
+
+
+class Dockerd:
+    """What every Docker host of the rig is: a dockerd of its own (data and
+    exec roots, socket, containerd namespaces named ``name``) in a mount
+    namespace of its own where /run/docker/plugins shows only the host's
+    plugin folder (Docker finds legacy plugins there and lists the volumes of
+    each), and the docker command against it. A host says how its dockerd
+    enters its namespaces (``wrap``), with which flags, on which storage drivers."""
+
+    storage_drivers = ("overlay2", "vfs")
+    start_timeout = 30
+    flags = ()
+
+    def __init__(self, folder, name):
+        self.dir, self.name = folder, name
+        self.socket = os.path.join(folder, "docker.sock")
+        self.plugin_dir = os.path.join(folder, "plugins")
+        self.dockerd = None
+
+    def wrap(self, argv):
+        return ["unshare", "--mount", "--propagation", "slave", "sh", "-c",
+                'mkdir -p /run/docker/plugins && mount --bind "$0" /run/docker/plugins && exec "$@"',
+                self.plugin_dir, *argv]
+
+    def launch_dockerd(self, storage_driver=None):
+        argv = ["dockerd", "--data-root", os.path.join(self.dir, "data"), "--exec-root", os.path.join(self.dir, "exec"),
+                "-H", f"unix://{self.socket}", "--pidfile", os.path.join(self.dir, "docker.pid"),
+                "--storage-driver", storage_driver or self.storage_drivers[0],
+                "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p", *self.flags]
+        with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
+            self.dockerd = subprocess.Popen(self.wrap(argv), stdout=out, stderr=subprocess.STDOUT)
+
+    def answers(self):
+        return wait(lambda: self.docker("info", check=False).returncode == 0, self.start_timeout)
+
+    def start_dockerd(self):
+        for driver in self.storage_drivers:
+            self.launch_dockerd(driver)
+            if self.answers():
+                return self
+            self.stop_dockerd()
+        raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
+
+    def stop_dockerd(self, sig=signal.SIGTERM):
+        stop_process(self.dockerd, sig, timeout=60)
+
+    def docker_argv(self):
+        """The docker command line of this host's daemon."""
+        return [docker_client(), "-H", f"unix://{self.socket}"]
+
+    def docker(self, *args, check=True, input_bytes=None, timeout=180):
+        result = subprocess.run([*self.docker_argv(), *args], capture_output=True, input=input_bytes,
+                                timeout=timeout)
+        result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} on {self.name} failed: {result.stderr}")
+        return result
+
+    def run(self, volume_args, command, check=True, *extra):
+        return self.docker("run", "--rm", "--network", "none", *extra, *volume_args, "local/busybox",
+                           "sh", "-c", command, check=check)
+
+    def import_busybox(self, workdir):
+        self.docker("import", "-c", 'CMD ["/bin/sh"]', busybox_tar(workdir), "local/busybox")
+
+    def remove_containers(self):
+        if self.dockerd is not None and self.dockerd.poll() is None:
+            ids = self.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False)
+
+
+class DockerHost(Dockerd):
+    """One "Docker host VM": a dockerd and the vsphere plugin with this VM's
+    credential, run beside it; the host's mount root is a shared mount, so what
+    the plugin (outside) mounts there is seen by its dockerd (inside)."""
+
+    flags = ("--iptables=false", "--ip6tables=false", "--bridge=none")
 
     def __init__(self, executor, vm_name):
-        self.n = next(_names)
+        n = next(_names)
         # Short paths: containerd's sockets live under the exec root.
-        self.dir = tempfile.mkdtemp(prefix=f"vmdkt-dh{self.n}-", dir="/tmp")
+        self.driver = f"vmdkt{os.getpid()}h{n}"
+        super().__init__(tempfile.mkdtemp(prefix=f"vmdkt-dh{n}-", dir="/tmp"), self.driver)
         self.executor = executor
         self.vm = vm_name
-        self.driver = f"vmdkt{os.getpid()}h{self.n}"
-        self.socket = os.path.join(self.dir, "docker.sock")
         self.mount_root = os.path.join(self.dir, "mnt")
-        self.plugin_dir = os.path.join(self.dir, "plugins")
         self.plugin_log = os.path.join(self.dir, "plugin.log")
         self.listed_driver = self.driver  # as `docker volume ls` shows it
-        self.dockerd = self.plugin = None
-
-    # -- dockerd ----------------------------------------------------------------------
+        self.plugin = None
 
     def start_dockerd(self):
         if not os.path.isdir(self.mount_root):  # not when it boots again
@@ -129,53 +211,17 @@ class DockerHost:
             for argv in (["mount", "--bind", self.mount_root, self.mount_root],
                          ["mount", "--make-shared", self.mount_root]):
                 subprocess.run(argv, check=True, capture_output=True)
-        argv = ["unshare", "--mount", "--propagation", "slave", "sh", "-c",
-                'mkdir -p /run/docker/plugins && mount --bind "$0" /run/docker/plugins && exec "$@"',
-                self.plugin_dir, "dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-                "--data-root", os.path.join(self.dir, "data"), "--exec-root", os.path.join(self.dir, "exec"),
-                "-H", f"unix://{self.socket}", "--pidfile", os.path.join(self.dir, "docker.pid"),
-                "--containerd-namespace", self.driver, "--containerd-plugins-namespace",
-                f"{self.driver}p"]
-        for driver in ("overlay2", "vfs"):
-            with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
-                self.dockerd = subprocess.Popen(argv + ["--storage-driver", driver], stdout=out,
-                                                stderr=subprocess.STDOUT)
-            if wait(lambda: self.docker("info", check=False).returncode == 0, 30):
-                return self
-            self.stop_dockerd()
-        raise RuntimeError(f"dockerd did not start; see {self.dir}/dockerd.log")
-
-    def import_busybox(self, workdir):
-        tar = busybox_tar(workdir)
-        self.docker("import", "-c", 'CMD ["/bin/sh"]', tar, "local/busybox")
-
-    def stop_dockerd(self, sig=signal.SIGTERM):
-        stop_process(self.dockerd, sig, timeout=60)
-
-    def docker(self, *args, check=True, input_bytes=None, timeout=180):
-        result = subprocess.run([docker_client(), "-H", f"unix://{self.socket}", *args],
-                                capture_output=True, input=input_bytes, timeout=timeout)
-        result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
-        return result
-
-    def run(self, volume_args, command, check=True, *extra):
-        return self.docker("run", "--rm", "--network", "none", *extra, *volume_args, "local/busybox",
-                           "sh", "-c", command, check=check)
+        return super().start_dockerd()
 
     # -- the plugin ------------------------------------------------------------------
 
     def start_plugin(self):
-        credential = os.path.join(self.dir, "credential")
-        self.executor.write_credential(self.vm, credential)
+        credential = self.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         config = os.path.join(self.dir, "plugin.conf")
         with open(config, "w") as f:
             f.write('{"LogLevel": "debug"}\n')
-        argv = [sys.executable, "-m", "plugin.vsphere", "--config", config, "--driver", self.driver,
-                "--mount_root", self.mount_root, "--socket_dir", self.plugin_dir, "--executor_socket", self.executor.socket,
-                "--credential_file", credential, "--docker_socket", self.socket,
-                "--log_path", self.plugin_log]
+        argv = vsphere_argv(config, self.mount_root, self.plugin_dir, self.executor.socket, credential, self.socket,
+                            self.plugin_log, "--driver", self.driver)
         start = len(self.read_log())
         self.plugin = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if not wait(lambda: READY in self.read_log()[start:], 30):
@@ -210,11 +256,7 @@ class DockerHost:
         stop_process(self.plugin, sig)
 
     def read_log(self):
-        try:
-            with open(self.plugin_log) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read(self.plugin_log)
 
     def log_has(self, text):
         return text in self.read_log()
@@ -247,10 +289,7 @@ class DockerHost:
 
     def stop(self):
         """Stop containers, the daemon and the plugin; unmount what is left under the mount root."""
-        if self.dockerd and self.dockerd.poll() is None:
-            ids = self.docker("ps", "-aq", check=False).stdout.split()
-            if ids:
-                self.docker("rm", "-f", *ids, check=False)
+        self.remove_containers()
         self.stop_dockerd()
         self.stop_plugin()
         for target in self.mounted() + [self.mount_root]:

@@ -22,7 +22,7 @@ import tempfile
 from plugin.refcount import READY
 
 from . import REPO, VM1_UUID, VM2_UUID, VM3_UUID, VM4_UUID, wait
-from .docker import Registry, build_plugin, busybox_tar, docker_client
+from .docker import Dockerd, Registry, build_plugin, read, vsphere_argv
 from .executor import Executor, release_loops, stop_process
 
 SUBNET = "10.99.0"  # on each swarm's own bridge
@@ -44,18 +44,22 @@ def run(argv, check=True, **kwargs):
     return result
 
 
-class Node:
+class Node(Dockerd):
+    """A Docker host in a network namespace of its own, VM ``vm`` of the
+    swarm's executor, with its plugins run in its namespaces."""
+
+    storage_drivers = ("overlay2",)
+    start_timeout = 60
+
     def __init__(self, swarm, n, vm):
+        super().__init__(os.path.join(swarm.dir, f"n{n}"), f"{swarm.prefix}n{n}")
         self.swarm, self.n, self.vm = swarm, n, vm
-        self.name = f"{swarm.prefix}n{n}"
         self.address = f"{SUBNET}.{n}"
-        self.dir = os.path.join(swarm.dir, f"n{n}")
-        self.socket = os.path.join(self.dir, "docker.sock")
-        self.plugin_dir = os.path.join(self.dir, "plugins")
+        self.flags = ("--cgroup-parent", self.name, "--insecure-registry", REGISTRY)
         self.vmdk_root = os.path.join(self.dir, "mnt", "vmdk")
         self.vfile_root = os.path.join(self.dir, "mnt", "vfile")
         self.state_dir = os.path.join(self.dir, "vfile")
-        self.dockerd = self.vsphere = self.vfile = None
+        self.vsphere = self.vfile = None
 
     # -- the node -----------------------------------------------------------------------
 
@@ -69,40 +73,17 @@ class Node:
         run(["ip", "-n", self.name, "addr", "add", f"{self.address}/24", "dev", "eth0"])
         run(["ip", "-n", self.name, "link", "set", "eth0", "up"])
         run(["ip", "-n", self.name, "link", "set", "lo", "up"])
-        return self._start_dockerd()
+        return self.start_dockerd()
 
-    def _start_dockerd(self):
-        self._launch_dockerd()
-        return self._wait_for_dockerd()
+    def wrap(self, argv):
+        return ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
+                "bash", "-c", WRAPPER, self.plugin_dir, *argv]
 
-    def _launch_dockerd(self):
-        argv = ["nsenter", f"--net=/run/netns/{self.name}", "unshare", "--mount", "--propagation", "slave",
-                "bash", "-c", WRAPPER, self.plugin_dir,
-                "dockerd", "--data-root", os.path.join(self.dir, "data"),
-                "--exec-root", os.path.join(self.dir, "exec"), "-H", f"unix://{self.socket}",
-                "--pidfile", os.path.join(self.dir, "docker.pid"), "--storage-driver", "overlay2",
-                "--cgroup-parent", self.name, "--insecure-registry", REGISTRY,
-                "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}p"]
-        with open(os.path.join(self.dir, "dockerd.log"), "a") as out:
-            self.dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    def launch_dockerd(self, storage_driver=None):
+        super().launch_dockerd(storage_driver)
         # Once the wrapper has made the node's mounts and become dockerd, what
         # enters its namespaces (``inside``) is on the node.
-        wait(lambda: self.read(f"/proc/{self.dockerd.pid}/comm").strip() == "dockerd", 10, 0.01)
-
-    def _wait_for_dockerd(self):
-        if not wait(lambda: self.docker("info", check=False).returncode == 0, 60):
-            raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
-        return self
-
-    def docker_argv(self):
-        """The docker command line of this node's daemon."""
-        return [docker_client(), "-H", f"unix://{self.socket}"]
-
-    def docker(self, *args, check=True, timeout=180):
-        result = subprocess.run([*self.docker_argv(), *args], capture_output=True, text=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} on {self.name} failed: {result.stderr}")
-        return result
+        wait(lambda: read(f"/proc/{self.dockerd.pid}/comm").strip() == "dockerd", 10, 0.01)
 
     def inside(self, argv):
         """``argv`` run in this node's network and mount namespaces."""
@@ -152,11 +133,9 @@ class Node:
     def start_vsphere(self):
         credential = self.swarm.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         log = os.path.join(self.dir, "vsphere.log")
-        argv = [sys.executable, "-m", "plugin.vsphere", "--config", os.path.join(self.dir, "none.conf"),
-                "--mount_root", self.vmdk_root, "--socket_dir", self.plugin_dir,
-                "--executor_socket", self.swarm.executor.socket, "--credential_file", credential,
-                "--docker_socket", self.socket, "--log_path", log, "--log_level", "debug"]
-        self.vsphere = self._start(argv, log)
+        self.vsphere = self._start(vsphere_argv(os.path.join(self.dir, "none.conf"), self.vmdk_root, self.plugin_dir,
+                                                self.swarm.executor.socket, credential, self.socket, log,
+                                                "--log_level", "debug"), log)
 
     def start_vfile(self, ready=READY, **settings):
         config = os.path.join(self.dir, "vfile.conf")
@@ -185,13 +164,7 @@ class Node:
             raise RuntimeError(f"a plugin of {self.name} exited: {self.read(log + '.err')}")
         return process
 
-    @staticmethod
-    def read(path):
-        try:
-            with open(path) as f:
-                return f.read()
-        except OSError:
-            return ""
+    read = staticmethod(read)
 
     def vfile_log(self):
         return self.read(os.path.join(self.dir, "vfile.log"))
@@ -261,18 +234,16 @@ class Node:
         and its plugins, started together as a host's services are: dockerd
         asks the plugins about its containers' volumes while it starts."""
         run(["ip", "-n", self.swarm.hub, "link", "set", f"{self.name}h", "up"])
-        self._launch_dockerd()
+        self.launch_dockerd()
         if not self.swarm.managed:  # managed plugins start with dockerd
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 for started in [pool.submit(self.start_vsphere), pool.submit(self.start_vfile)]:
                     started.result()
-        self._wait_for_dockerd()
+        if not self.answers():
+            raise RuntimeError(f"dockerd of {self.name} did not start; see {self.dir}/dockerd.log")
 
     def stop(self):
-        if self.dockerd is not None and self.dockerd.poll() is None:
-            ids = self.docker("ps", "-aq", check=False).stdout.split()
-            if ids:
-                self.docker("rm", "-f", *ids, check=False)
+        self.remove_containers()
         for process in (self.vfile, self.vsphere):
             stop_process(process, signal.SIGTERM, timeout=30)
         if self.dockerd is not None and self.dockerd.poll() is None:
@@ -283,7 +254,7 @@ class Node:
                 os.kill(int(pid), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
-        stop_process(self.dockerd, signal.SIGTERM, timeout=60)
+        self.stop_dockerd()
         run(["ip", "netns", "del", self.name], check=False)
 
 
@@ -319,7 +290,7 @@ class Swarm:
         # One image, saved and loaded everywhere, so that its ID is the same
         # on every node (a service names it by ID: no registry is asked).
         first = self.nodes[0]
-        first.docker("import", "-c", 'CMD ["/bin/sh"]', busybox_tar(self.busybox_dir), "local/busybox")
+        first.import_busybox(self.busybox_dir)
         saved = os.path.join(self.dir, "busybox-image.tar")
         first.docker("save", "-o", saved, "local/busybox")
         for node in self.nodes[1:]:
