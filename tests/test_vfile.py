@@ -19,60 +19,11 @@ import pytest
 
 from plugin.refcount import READY
 from rig import wait
+from rig.swarm import base_disk_exists, etcd_keys, file_servers, plugin_call, start, status, volumes
 
 
 def unique(prefix="vfile"):
     return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-def status(node, volume):
-    return json.loads(node.docker("volume", "inspect", volume).stdout)[0]["Status"]
-
-
-def volumes(node, driver="vfile"):
-    """The volumes of a driver (a managed plugin's are ``<driver>:latest``)."""
-    listed = node.docker("volume", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
-    return {line.split()[0] for line in listed if line and line.split()[1].removesuffix(":latest") == driver}
-
-
-def etcd_keys(swarm, volume):
-    """The etcd keys that name a volume, read on the manager."""
-    answer = swarm.nodes[0].etcdctl("get", "--prefix", "--keys-only", "SVOLS_")
-    assert answer.returncode == 0, answer.stderr
-    out = answer.stdout.split()
-    return [key for key in out if key.rpartition("_")[2] == volume
-            or key.startswith((f"SVOLS_client_{volume}_", f"SVOLS_mount_{volume}_"))
-            or key.startswith((f"SVOLS_gref_{volume}-lock/", f"SVOLS_stat_{volume}-lock/"))]
-
-
-def base_disk_exists(swarm, volume):
-    return any(entry["Name"].startswith(f"_vF_{volume}@") for entry in swarm.executor.ok("VM1", "list"))
-
-
-def start(node, volume, command="sleep 600"):
-    return node.docker("run", "-d", "--network", "none", "-v", f"{volume}:/data", "local/busybox",
-                       "sh", "-c", command).stdout.strip()
-
-
-def file_servers(swarm):
-    return swarm.nodes[0].docker("service", "ls", "--format", "{{.Name}}").stdout.split()
-
-
-def plugin_call(node, endpoint, body, socket_path=None):
-    """The vfile plugin's answer to a request of Docker's protocol."""
-    import http.client
-    import socket
-
-    class Unix(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(socket_path or os.path.join(node.plugin_dir, "vfile.sock"))
-
-    connection = Unix("localhost", timeout=120)
-    connection.request("POST", f"/VolumeDriver.{endpoint}", body=json.dumps(body).encode())
-    answer = json.loads(connection.getresponse().read())
-    connection.close()
-    return answer
 
 
 @pytest.fixture

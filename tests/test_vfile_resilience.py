@@ -24,8 +24,7 @@ from plugin.vfile.background import HELPER_INTERVAL
 from plugin.vfile.node import LEASE_TTL
 from rig import wait
 from rig.executor import no_file_has_two_loops
-from rig.swarm import start_swarm, stop_swarm
-from test_vfile import etcd_keys, file_servers, plugin_call, start, status, volumes
+from rig.swarm import etcd_keys, file_servers, plugin_call, start, start_swarm, status, stop_swarm, volumes
 
 DEAD_NODE_GRACE = 25  # shorter than the default (60 s), longer than a cut-off below
 SWARM_DOWN = 20  # seconds swarm takes to report a node that died down (13-15 s seen)

@@ -178,6 +178,15 @@ class Dockerd:
     def import_busybox(self, workdir):
         self.docker("import", "-c", 'CMD ["/bin/sh"]', busybox_tar(workdir), "local/busybox")
 
+    def install(self, reference, alias, sources, log, timeout=300):
+        """A managed plugin from a registry, as users install it, with the
+        host paths and values ``sources``; started once its ``log`` says so."""
+        start = len(read(log))
+        self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference, *sources,
+                    "VDVS_LOG_LEVEL=debug", timeout=timeout)
+        if not wait(lambda: READY in read(log)[start:], 120):
+            raise RuntimeError(f"the {alias} plugin of {self.name} did not start: {read(log)[start:]}")
+
     def remove_containers(self):
         if self.dockerd is not None and self.dockerd.poll() is None:
             ids = self.docker("ps", "-aq", check=False).stdout.split()
@@ -241,10 +250,7 @@ class DockerHost(Dockerd):
                    f"log.source={self.logs}", f"docker.source={self.socket}"]
         if config:
             sources.append(f"config.source={self.settings}")
-        self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias, reference, *sources,
-                    "VDVS_LOG_LEVEL=debug", timeout=300)
-        if not wait(lambda: READY in self.read_log(), 30):
-            raise RuntimeError(f"the managed plugin did not start: {self.read_log()}")
+        self.install(reference, alias, sources, self.plugin_log)
         self.driver, self.listed_driver = alias, f"{alias}:latest"
         return self
 

@@ -10,11 +10,13 @@ removed afterwards."""
 
 import concurrent.futures
 import contextlib
+import http.client
 import itertools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -114,8 +116,7 @@ class Node(Dockerd):
         credential = self.swarm.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
         settings = os.path.join(self.dir, "etc")
         os.makedirs(settings, exist_ok=True)
-        common = [f"config.source={settings}", f"log.source={self.dir}", f"docker.source={self.socket}",
-                  "VDVS_LOG_LEVEL=debug"]
+        common = [f"config.source={settings}", f"log.source={self.dir}", f"docker.source={self.socket}"]
         for alias, extra in (
                 ("vsphere", [f"executor.source={os.path.dirname(self.swarm.executor.socket)}",
                              f"credential.source={credential}"]),
@@ -124,11 +125,7 @@ class Node(Dockerd):
                            f"VFILE_TIMEOUT_IN_SECOND={self.swarm.service_timeout}",
                            f"VFILE_DEAD_NODE_GRACE={self.swarm.dead_node_grace}"])):
             log = os.path.join(self.dir, f"{alias}.log" if alias == "vfile" else "vsphere-storage-for-docker.log")
-            start = len(self.read(log))
-            self.docker("plugin", "install", "--grant-all-permissions", "--alias", alias,
-                        f"{REGISTRY}/{self.swarm.references[alias]}", *common, *extra, timeout=600)
-            if not wait(lambda: READY in self.read(log)[start:], 120):
-                raise RuntimeError(f"the {alias} plugin of {self.name} did not start: {self.read(log)[start:]}")
+            self.install(f"{REGISTRY}/{self.swarm.references[alias]}", alias, [*common, *extra], log, timeout=600)
 
     def start_vsphere(self):
         credential = self.swarm.executor.write_credential(self.vm, os.path.join(self.dir, "credential"))
@@ -365,6 +362,55 @@ class Swarm:
             self.registry.stop()
         run(["ip", "netns", "del", self.hub], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- what the tests ask of a swarm -----------------------------------------------------
+
+def status(node, volume):
+    return json.loads(node.docker("volume", "inspect", volume).stdout)[0]["Status"]
+
+
+def volumes(node, driver="vfile"):
+    """The volumes of a driver (a managed plugin's are ``<driver>:latest``)."""
+    listed = node.docker("volume", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.split("\n")
+    return {line.split()[0] for line in listed if line and line.split()[1].removesuffix(":latest") == driver}
+
+
+def etcd_keys(swarm, volume):
+    """The etcd keys that name a volume, read on the manager."""
+    answer = swarm.nodes[0].etcdctl("get", "--prefix", "--keys-only", "SVOLS_")
+    assert answer.returncode == 0, answer.stderr
+    out = answer.stdout.split()
+    return [key for key in out if key.rpartition("_")[2] == volume
+            or key.startswith((f"SVOLS_client_{volume}_", f"SVOLS_mount_{volume}_"))
+            or key.startswith((f"SVOLS_gref_{volume}-lock/", f"SVOLS_stat_{volume}-lock/"))]
+
+
+def base_disk_exists(swarm, volume):
+    return any(entry["Name"].startswith(f"_vF_{volume}@") for entry in swarm.executor.ok("VM1", "list"))
+
+
+def start(node, volume, command="sleep 600"):
+    return node.docker("run", "-d", "--network", "none", "-v", f"{volume}:/data", "local/busybox",
+                       "sh", "-c", command).stdout.strip()
+
+
+def file_servers(swarm):
+    return swarm.nodes[0].docker("service", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+def plugin_call(node, endpoint, body, socket_path=None):
+    """The vfile plugin's answer to a request of Docker's protocol."""
+    class Unix(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(socket_path or os.path.join(node.plugin_dir, "vfile.sock"))
+
+    connection = Unix("localhost", timeout=120)
+    connection.request("POST", f"/VolumeDriver.{endpoint}", body=json.dumps(body).encode())
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    return answer
 
 
 def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), managers=1, **settings):
