@@ -19,7 +19,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from rig import VM1_UUID, VM2_UUID, VM3_UUID, missing
+from rig import missing
 
 # -- sharing out the tests (pytest-xdist, --dist loadfile) ------------------------
 
@@ -96,18 +96,10 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def inventory(home, tmp_path):
     """Datastores DS1 and DS2 and VMs VM1 (on DS1), VM2 (on DS2) and VM3."""
-    from vmdkops_admin.backends.local import LocalBackend
-    from vmdkops_admin.paths import layout
+    from rig import inventory as make
 
-    backend = LocalBackend(layout())
-    for name in ("DS1", "DS2"):
-        path = tmp_path / name
-        path.mkdir()
-        backend.add_datastore(name, str(path))
-    backend.add_vm("VM1", VM1_UUID, "DS1")
-    backend.add_vm("VM2", VM2_UUID, "DS2")
-    backend.add_vm("VM3", VM3_UUID, "DS1")
-    return backend
+    return make(home, {name: tmp_path / name for name in ("DS1", "DS2")},
+                {"VM1": "DS1", "VM2": "DS2", "VM3": "DS1"})
 
 
 # -- PostgreSQL ----------------------------------------------------------------------

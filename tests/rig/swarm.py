@@ -23,7 +23,7 @@ import tempfile
 
 from plugin.refcount import READY
 
-from . import REPO, VM1_UUID, VM2_UUID, VM3_UUID, VM4_UUID, wait
+from . import REPO, inventory, wait
 from .docker import Dockerd, Registry, build_plugin, read, vsphere_argv
 from .executor import Executor, release_loops, stop_process
 
@@ -419,18 +419,11 @@ def start_swarm(work, samba_tar, busybox_dir, vms=("VM1", "VM2", "VM3"), manager
     under the folder ``work``. ``stop_swarm`` stops it all."""
     from click.testing import CliRunner
 
-    from vmdkops_admin.backends.local import LocalBackend
     from vmdkops_admin.cli import cli
-    from vmdkops_admin.paths import Layout
 
-    uuids = dict(VM1=VM1_UUID, VM2=VM2_UUID, VM3=VM3_UUID, VM4=VM4_UUID)
     home, datastore = os.path.join(work, "home"), os.path.join(work, "ds1")
     os.makedirs(home)
-    os.makedirs(datastore)
-    backend = LocalBackend(Layout(home))
-    backend.add_datastore("DS1", datastore)
-    for vm in vms:
-        backend.add_vm(vm, uuids.get(vm), "DS1")
+    inventory(home, {"DS1": datastore}, {vm: "DS1" for vm in vms})
     executor = Executor(home)
     swarm = Swarm(executor, list(vms), samba_tar, busybox_dir, managers, **settings)
     swarm.home, swarm.datastore = home, datastore
