@@ -70,10 +70,11 @@ class Managers:
         with self._term_guard:
             self._term += 1
             term, self.active = self._term, True
-        while len(self._workers) < TRIGGER_WORKERS:
-            self._workers.append(threading.Thread(target=self._work, name=f"trigger-{len(self._workers) + 1}",
-                                                  daemon=True))
-            self._workers[-1].start()
+        if not self._workers:  # once: they outlive a demotion
+            self._workers = [threading.Thread(target=self._work, name=f"trigger-{i}", daemon=True)
+                             for i in range(1, TRIGGER_WORKERS + 1)]
+            for worker in self._workers:
+                worker.start()
         threading.Thread(target=self._watch_triggers, args=(term,), name="watch", daemon=True).start()
         threading.Thread(target=self._check_servers, args=(term,), name="servers-check", daemon=True).start()
 
