@@ -1,6 +1,6 @@
-"""What a vfile plugin does besides Docker's requests (mixed into
-``VfileDriver``): its start-up (etcd, the node's lease, the managers' work,
-the recovery of the mount counts) and stop; and in the background, follow
+"""What a vfile plugin does besides Docker's requests: its start-up (etcd,
+the node's lease, the managers' work, the recovery of the mount counts)
+and stop; and in the background, follow
 the file servers of its mounts when swarm moves them (the relays are
 pointed at the new place), and every ``HELPER_INTERVAL`` seconds follow the swarm's
 rotation of the node's certificate and the node's swarm role (a promoted
@@ -17,6 +17,7 @@ from ..docker_api import DockerError, DockerUnavailable
 from ..refcount import DriverError
 from .cluster import NotReady
 from .etcd import EtcdError
+from .managers import Managers
 from .pki import NoCertificates, SwarmLocked
 from .state import INFO
 
@@ -25,6 +26,16 @@ HELPER_INTERVAL = 15
 
 
 class Background:
+    def __init__(self, node, relays, records, restore):
+        """``restore()`` rebuilds the driver's counts of this node's mounts
+        and makes the relays and ``records`` match them."""
+        self.node, self.relays, self.records, self.restore = node, relays, records, restore
+        self.config, self.docker, self.cluster, self.etcd = node.config, node.docker, node.cluster, node.etcd
+        self.servers, self.store, self.lease, self.stopping = node.servers, node.store, node.lease, node.stopping
+        self.managers = Managers(node)
+        self.initialized = threading.Event()
+        self.refused = None  # why the plugin cannot serve at all (a locked swarm)
+
     # -- start-up -------------------------------------------------------------------------
 
     def start(self):
@@ -61,11 +72,7 @@ class Background:
         log.info("VSSD plugin is initialized: node=%s address=%s manager=%s etcd=%s",
                  self.cluster.node_id, self.cluster.address, self.managers.active,
                  ",".join(self.cluster.endpoints()))
-        if self.recover():
-            self._reconcile_clients()
-            for name in self.relays.volumes():
-                if not self.users(name):
-                    self.relays.stop(name)  # of a mount that ended while the plugin was down
+        self.restore()
         threading.Thread(target=self._helper, name="helper", daemon=True).start()
 
     def _prepare_node(self):
@@ -131,7 +138,7 @@ class Background:
         while not self.stopping.wait(HELPER_INTERVAL):
             try:
                 self.cluster.secure()  # the swarm may have rotated the node's certificate
-                self._settle_unmounts()
+                self.records.settle()
                 self._follow_role()
                 if self.managers.active:
                     if not self.config.EtcdEndpoints:

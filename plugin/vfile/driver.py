@@ -1,10 +1,10 @@
 """The vfile driver (spec plugin PART B, DESIGN D11-D14): a shared volume
 ``<v>`` is a base volume ``_vF_<v>`` of the internal driver, served over SMB
 by the swarm service ``vFileServer<v>`` while any node mounts it, its state
-in etcd (``state``). This module is Docker's volume operations on a node
-and the node's mount records; the parts they use are ``node``'s, the
-start-up, stop and background loops ``background``'s, and the managers'
-own work ``managers``'.
+in etcd (``state``). This module is Docker's volume operations on a node;
+the parts they use are ``node``'s, the node's mount records in etcd
+``records``', the start-up, stop and background loops ``background``'s,
+and the managers' own work ``managers``'.
 
 Changes from the original (D12): create is create-if-absent; the global
 refcount is the number of live client keys; locks are lease-bound
@@ -14,7 +14,6 @@ mounts."""
 import logging
 import os
 import secrets
-import threading
 import time
 
 from .. import fs
@@ -23,8 +22,8 @@ from ..refcount import DriverError, RefcountedDriver
 from .background import Background
 from .etcd import EtcdError
 from .fileserver import base_volume
-from .managers import Managers
 from .node import Node
+from .records import MountRecords
 from .relays import Relays
 from .smb import MountFailed, method
 from .state import MOUNTED, READY, START, STOP, USER, check_name
@@ -33,24 +32,36 @@ log = logging.getLogger("vmdkops.plugin")
 NOT_INITIALIZED = "VSSD volume driver is not fully initialized yet."
 
 
-class VfileDriver(Background, RefcountedDriver):
+class VfileDriver(RefcountedDriver):
     ERRORS = (DriverError, fs.FsError, OSError, EtcdError, DockerError, DockerUnavailable, MountFailed)
 
     def __init__(self, config):
         super().__init__(config)
-        self.node = node = Node(config, self._register_all)
-        self.docker, self.cluster, self.etcd, self.servers, self.store, self.lease, self.stopping = (
-            node.docker, node.cluster, node.etcd, node.servers, node.store, node.lease, node.stopping)
+        self.node = node = Node(config, lambda lease: self.records.alive_again(list(self.counts), lease))
+        self.docker, self.cluster, self.etcd, self.store = node.docker, node.cluster, node.etcd, node.store
         self.mounter = method(config.MountMethod, config.StateDir)
         self.relays = Relays(config.StateDir)
-        self.managers = Managers(node)
-        self.initialized = threading.Event()
-        self.refused = None  # why the plugin cannot serve at all (a locked swarm)
-        self.unsettled = set()  # volumes unmounted here while etcd did not answer
+        self.records = MountRecords(node, self.users)
+        self.background = Background(node, self.relays, self.records, self.restore)
+
+    def start(self):
+        self.background.start()
+
+    def stop(self):
+        self.background.stop()
+
+    def restore(self):
+        """After a (re)start: the counts rebuilt from Docker, and this node's
+        records in etcd and its relays made to match them."""
+        if self.recover():
+            self.records.reconcile()
+            for name in self.relays.volumes():
+                if not self.users(name):
+                    self.relays.stop(name)  # of a mount that ended while the plugin was down
 
     def _initialized(self):
-        if not self.initialized.is_set():
-            raise DriverError(self.refused or NOT_INITIALIZED)
+        if not self.background.initialized.is_set():
+            raise DriverError(self.background.refused or NOT_INITIALIZED)
 
     # -- Create and Remove ----------------------------------------------------------------
 
@@ -74,7 +85,7 @@ class VfileDriver(Background, RefcountedDriver):
                               f'of the volumes belonging to driver "{self.config.InternalDriver}".') from None
         # Where the base volume is: a node of another vmgroup cannot see it
         # (vfile --check must not take that for its loss).
-        vmgroup = self.servers.base_status(name).get("vmgroup")
+        vmgroup = self.node.servers.base_status(name).get("vmgroup")
         if not self.store.created(name, dict(info, vmgroup=vmgroup) if vmgroup else info):
             raise DriverError(f"Failed to set status of volume {name} to ready. Reason: it was removed "
                               "while it was being created")
@@ -153,64 +164,21 @@ class VfileDriver(Background, RefcountedDriver):
                 log.error("Mount of %s failed: %s", name, exc)
                 self.relays.stop(name)
                 raise DriverError(f"Failed to mount VSSD volume {name} after timeout") from None
-            self._register(name)
+            self.records.register(name)
         except BaseException:
-            self._release_server(name)
+            self.records.release_server(name)
             raise
         finally:
             unlock()
         log.info("Mounted name=%s address=%s port=%s etcd_requests=%d", name, info["address"], info["port"],
                  self.etcd.requests() - before)
 
-    def _register(self, name):
-        """This node's mount of ``name``: its record, and that it is alive."""
-        self.lease.use(lambda lease: self.store.mount(name, self.cluster.node_id, self.cluster.address, lease))
-
-    def _register_all(self, lease):
-        """(A new lease.) This node is alive again for every volume it mounts."""
-        for name in list(self.counts):
-            self.store.alive_again(name, self.cluster.node_id, self.cluster.address, lease)
-
-    def _release_server(self, name):
-        """After this node stopped using a volume: if no node uses it, ask
-        the managers to stop its file server (they check again, locked)."""
-        try:
-            if not self.store.mounts_of(name):
-                self.store.increment(STOP + name)
-        except (EtcdError, DriverError) as exc:  # a volume that is gone has no trigger: no server
-            log.warning("Could not ask for the file server of %s to stop: %s", name, exc)
-
     def unmount_volume(self, name):
         before = self.etcd.requests()
         self.mounter.unmount(name, self.target(name))
         self.relays.stop(name)
-        try:
-            self._unregister(name)
-        except EtcdError as exc:
-            # Unmounted here all the same: the record must not pin the volume.
-            log.warning("The unmount of %s is recorded in etcd as soon as it answers: %s", name, exc)
-            with self.state:
-                self.unsettled.add(name)
+        self.records.unmounted(name)
         log.info("Unmounted name=%s etcd_requests=%d", name, self.etcd.requests() - before)
-
-    def _unregister(self, name):
-        unlock = self.node.lock(name)
-        try:
-            self.store.unmount(name, self.cluster.node_id)
-            self._release_server(name)
-        finally:
-            unlock()
-
-    def _settle_unmounts(self):
-        """(The helper loop's.) Record the unmounts that etcd did not hear of."""
-        with self.state:
-            names = list(self.unsettled)
-        for name in names:
-            if not self.users(name):  # mounted again meanwhile: its record is right
-                self._unregister(name)
-                log.info("The unmount of %s is recorded in etcd", name)
-            with self.state:
-                self.unsettled.discard(name)
 
     def recover_in_use(self, name):
         try:
@@ -223,7 +191,7 @@ class VfileDriver(Background, RefcountedDriver):
             fs.unmount(self.target(name), lazy=True)
             self.mount_volume(name)
             return
-        self._register(name)
+        self.records.register(name)
 
     # -- Get, List, Path ----------------------------------------------------------------------
 
@@ -258,18 +226,3 @@ class VfileDriver(Background, RefcountedDriver):
 
     def path(self, name):
         return self.mountpoint(name) if self.users(name) else ""
-
-    # -- this node: its registrations, and where the servers of its mounts are ---------------------
-
-    def _reconcile_clients(self):
-        """After a restart: this node's mount records and live keys are the
-        volumes mounted here, no more (a mount that ended while the plugin was
-        down goes) and no fewer (a mount that outlived the old lease comes back)."""
-        node = self.cluster.node_id
-        recorded = {name for name, nodes in self.store.mounted().items() if node in nodes}
-        recorded |= {name for name, alive in self.store.alive() if alive == node}
-        for name in sorted(recorded):
-            if not self.users(name):
-                log.info("Dropping the stale registration of %s on this node", name)
-                self.store.unmount(name, node)
-                self._release_server(name)

@@ -1,8 +1,9 @@
 """This node's parts, made once from the settings and shared by the driver
-(Docker's operations on this node), the managers' work (``managers``) and
-``vfile --check`` (``check``): Docker, the swarm and etcd (``cluster``),
-the volumes' state (``state``), the file servers (``fileserver``), the
-node's lease and the volumes' locks under it."""
+(Docker's operations on this node), its mount records (``records``), its
+start-up and background loops (``background``), the managers' work
+(``managers``) and ``vfile --check`` (``check``): Docker, the swarm and
+etcd (``cluster``), the volumes' state (``state``), the file servers
+(``fileserver``), the node's lease and the volumes' locks under it."""
 
 import threading
 
