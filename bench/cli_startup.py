@@ -28,14 +28,15 @@ def populate(home):
     os.environ["VMDKOPS_HOME"] = home
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config_admin, db
+    from vmdkops_admin import db
+    from vmdkops_admin.admin.vmgroups import create
     from vmdkops_admin.backends import VM_DS, get_backend, pseudo_datastore
-    from vmdkops_admin.vmgroup import create
+    from vmdkops_admin.db import lifecycle
 
     backend = get_backend()
     for i in range(VMS):
         backend.add_vm(f"vm-{i:04d}")
-    config_admin.init(backend, local=True)
+    lifecycle.init(backend, local=True)
     engine = db.connect(db.sqlite_url(os.path.join(home, "auth-db")), "bench")
     per_group = VMS // VMGROUPS
     with Session(engine) as session:

@@ -29,12 +29,12 @@ use_rig()
 
 def cycles(home, cycles_per_client):
     from rig.executor import Executor, release_loops
-    from vmdkops_admin import config_admin
     from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.db import lifecycle
 
     os.environ["VMDKOPS_HOME"] = home
     backend = get_backend()
-    config_admin.init(backend, local=True)
+    lifecycle.init(backend, local=True)
     for i in range(8):
         backend.add_vm(f"bench-vm{i}")
     executor = Executor(home).start()
@@ -67,7 +67,7 @@ def populate_index(url, vmgroups=1000, vms=10000, volumes=100000):
     from sqlalchemy.orm import Session
 
     from vmdkops_admin import db
-    from vmdkops_admin.config_admin import _create_schema
+    from vmdkops_admin.db.lifecycle import _create_schema
     from vmdkops_admin.db.models import Privilege, Vm, VmGroup, Volume
 
     _create_schema(url)
@@ -96,8 +96,8 @@ def populate_index(url, vmgroups=1000, vms=10000, volumes=100000):
 def auth_latency(url, lookups):
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import authorize
     from vmdkops_admin.backends import VirtualMachine
+    from vmdkops_admin.executor import authorize
 
     engine, vm_uuids = populate_index(url)
     times = []

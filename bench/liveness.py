@@ -88,7 +88,7 @@ def wal_bytes(url, start, end):
 def executor(engine, vms, interval, until, latencies, lock):
     """One executor's writes: each of its VMs reports every ``interval``
     seconds, their phases spread over the interval."""
-    from vmdkops_admin import liveness
+    from vmdkops_admin.executor import liveness
 
     due = [(time.monotonic() + interval * i / len(vms), vm) for i, vm in enumerate(vms)]
     mine = []
@@ -114,7 +114,8 @@ def main():
     args = parser.parse_args()
     import psycopg
 
-    from vmdkops_admin import db, liveness
+    from vmdkops_admin import db
+    from vmdkops_admin.executor import liveness
 
     with tempfile.TemporaryDirectory() as base:
         server = Postgres(base)

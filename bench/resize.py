@@ -23,14 +23,14 @@ use_rig()
 
 def measure(home, diskformat, runs):
     from rig.executor import Executor
-    from vmdkops_admin import config_admin
     from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.db import lifecycle
 
     os.environ["VMDKOPS_HOME"] = home
     backend = get_backend()
     datastore = backend.add_datastore("bench", home)
     backend.add_vm("bench-vm", None, "bench")
-    config_admin.init(backend, local=True)
+    lifecycle.init(backend, local=True)
     admin = shutil.which("vmdkops_admin", path=os.path.dirname(sys.executable))
     executor = Executor(home).start()
     times, disk_times = [], []

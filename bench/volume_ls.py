@@ -26,11 +26,12 @@ def populate(home, volumes, datastores=4, vmgroups=50):
     from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config_admin, db
+    from vmdkops_admin import db
+    from vmdkops_admin.admin.vmgroups import create
     from vmdkops_admin.backends import get_backend
     from vmdkops_admin.backends.local.vmdkfile import descriptor_text
+    from vmdkops_admin.db import lifecycle
     from vmdkops_admin.db.models import Volume
-    from vmdkops_admin.vmgroup import create
 
     backend = get_backend()
     stores = []
@@ -38,7 +39,7 @@ def populate(home, volumes, datastores=4, vmgroups=50):
         path = os.path.join(home, f"ds{d}")
         os.makedirs(path)
         stores.append(backend.add_datastore(f"ds{d}", path))
-    config_admin.init(backend, local=True)
+    lifecycle.init(backend, local=True)
     engine = db.connect(db.sqlite_url(os.path.join(home, "auth-db")), "bench")
     with Session(engine) as session:
         groups = []

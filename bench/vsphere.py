@@ -135,12 +135,12 @@ def populate(home, count, first=0):
 
 def listing_round_trips():
     """(total, datastores) round trips of one ``volume ls`` listing from a new backend."""
-    from vmdkops_admin import config
+    from vmdkops_admin.admin.volumes import list_volumes
     from vmdkops_admin.backends import get_backend
-    from vmdkops_admin.volume_admin import list_volumes
+    from vmdkops_admin.db import modes
 
     backend = get_backend()
-    with config.reader() as query:
+    with modes.reader() as query:
         records = list_volumes(query, backend)
     return backend.round_trips, len(backend.datastores()), len(records)
 

@@ -180,10 +180,10 @@ def test_out_of_range_values_get_clear_errors(admin, inventory):
 
 
 def test_unexpected_errors_are_logged_not_shown(admin, inventory, home, monkeypatch):
-    from vmdkops_admin import vmgroup
+    from vmdkops_admin.admin import vmgroups
 
     admin.ok("config init --local")
-    monkeypatch.setattr(vmgroup, "list_vmgroups", lambda *a: 1 / 0)
+    monkeypatch.setattr(vmgroups, "list_vmgroups", lambda *a: 1 / 0)
     message = admin.err("vmgroup ls")
     assert message.startswith("Internal Error(ZeroDivisionError, id=")
     error_id = message.split("id=")[1].split(";")[0]

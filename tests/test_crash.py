@@ -20,10 +20,10 @@ pytestmark = pytest.mark.usefixtures("configured")
 def index_rows():
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config
+    from vmdkops_admin.db import modes
     from vmdkops_admin.db.models import Volume
 
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     with Session(engine) as session:
         rows = {(r.name, r.state, r.attached_vm_uuid) for r in session.scalars(select(Volume))}
         used = session.scalar(select(func.coalesce(func.sum(Volume.size_mb), 0)))

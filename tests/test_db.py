@@ -23,7 +23,7 @@ def url(db_kind, tmp_path, request):
 
 @pytest.fixture
 def engine(url):
-    from vmdkops_admin.config_admin import _create_schema
+    from vmdkops_admin.db.lifecycle import _create_schema
 
     _create_schema(url)
     engine = db.connect(url, "test DB")
@@ -176,7 +176,7 @@ def test_old_revision_is_refused_until_upgraded(admin, inventory, home, db_kind,
 
 
 def test_newer_revision_is_refused(admin, inventory, home, db_kind, url):
-    from vmdkops_admin.config_admin import _create_schema
+    from vmdkops_admin.db.lifecycle import _create_schema
 
     _create_schema(url)
     engine = db.create_engine(url)

@@ -203,10 +203,11 @@ def test_the_plugin_reports_that_its_vm_is_alive(docker_host, admin):
     is alive; ``host vm ls`` shows when it last did; a plugin killed falls
     silent (its VM's volumes can then be taken over)."""
     from rig import VM1_UUID
-    from vmdkops_admin import config, liveness
+    from vmdkops_admin.db import modes
+    from vmdkops_admin.executor import liveness
 
     def last():
-        with config.reader() as query:
+        with modes.reader() as query:
             return liveness.last_reports(query).get(VM1_UUID)
 
     admin.ok("config init --local")

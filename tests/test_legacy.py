@@ -194,11 +194,12 @@ def legacy_decision(path, vm_uuid, vm_ds_url, target_url, cmd, size_mb):
 def our_decision(inventory, vm_uuid, target_url, cmd, size_mb):
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import authorize, config
+    from vmdkops_admin.db import modes
+    from vmdkops_admin.executor import authorize
 
     vm = inventory.find_vm(vm_uuid)
     vm_ds = inventory.datastore_by_name(vm.datastore)
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     try:
         with Session(engine) as session:
             try:

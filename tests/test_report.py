@@ -87,12 +87,12 @@ def test_threshold_alerts_with_exit_code_4(admin, usage_setup):
 def test_history(admin, usage_setup, executor):
     from sqlalchemy import text
 
-    from vmdkops_admin import config
+    from vmdkops_admin.db import modes
 
     admin.ok("report usage --record")
     executor.ok("VM1", "create", "d", {"size": "300mb"})
     admin.ok("report usage --record --keep 90d")
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     with engine.begin() as connection:  # two days pass, as far as the snapshots know
         connection.execute(text("UPDATE usage_snapshots SET taken = taken - INTERVAL '2 days' WHERE id <= 2")
                            if engine.dialect.name == "postgresql" else
@@ -136,9 +136,9 @@ def test_audit_trail(admin, executor, usage_setup):
 def test_audit_failures_never_fail_the_operation(admin, executor, home):
     from sqlalchemy import text
 
-    from vmdkops_admin import config
+    from vmdkops_admin.db import modes
 
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     with engine.begin() as connection:
         connection.execute(text("DROP TABLE audit_events"))
     engine.dispose()
@@ -190,10 +190,10 @@ def test_the_executor_serves_while_a_report_runs(admin, executor, inventory):
     """A report over 10,000 indexed volumes holds no lock that stops the executor."""
     from sqlalchemy import insert, select
 
-    from vmdkops_admin import config
+    from vmdkops_admin.db import modes
     from vmdkops_admin.db.models import Volume, VmGroup
 
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     with engine.begin() as connection:
         group = connection.execute(select(VmGroup.id).where(VmGroup.name == "_DEFAULT")).scalar()
         url = inventory.datastore_by_name("DS2").url

@@ -130,10 +130,11 @@ def test_the_takeover_setting_is_checked(admin):
 
 
 def test_each_vms_last_report_is_shown_and_written_at_most_once_per_interval(executor, admin):
-    from vmdkops_admin import config, liveness
+    from vmdkops_admin.db import modes
+    from vmdkops_admin.executor import liveness
 
     def reported():
-        with config.reader() as query:
+        with modes.reader() as query:
             return liveness.last_reports(query)
 
     rows = {r["Name"]: r["Last_report"] for r in parse_table(admin.ok("host vm ls"))}

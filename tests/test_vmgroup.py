@@ -34,11 +34,11 @@ def index_volume(name, vmgroup, datastore="DS1", attached_to=None):
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from vmdkops_admin import config
     from vmdkops_admin.backends import get_backend
+    from vmdkops_admin.db import modes
     from vmdkops_admin.db.models import Volume, VmGroup
 
-    engine = config.connect(config.detect())
+    engine = modes.connect(modes.detect())
     with Session(engine) as session:
         group = session.scalars(select(VmGroup).where(VmGroup.name == vmgroup)).one()
         session.add(Volume(vmgroup_id=group.id, name=name, size_mb=100, state="ready",

@@ -171,8 +171,8 @@ def test_force_detach_from_a_vm_that_is_gone(executor, admin):
 def index_size(name):
     from sqlalchemy import select
 
-    from vmdkops_admin.config import run_in_transaction
     from vmdkops_admin.db.models import Volume
+    from vmdkops_admin.db.modes import run_in_transaction
 
     return run_in_transaction(lambda session: session.scalars(
         select(Volume.size_mb).where(Volume.name == name)).one())

@@ -160,9 +160,9 @@ def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
     """``volume ls`` reads sizes from one datastore-browser search per datastore:
     3 volumes or 12, the same number of vSphere API round trips."""
     from rig.executor import Executor
-    from vmdkops_admin import config
+    from vmdkops_admin.admin.volumes import list_volumes
     from vmdkops_admin.backends import get_backend
-    from vmdkops_admin.volume_admin import list_volumes
+    from vmdkops_admin.db import modes
 
     vm = sorted(get_backend().vms(), key=lambda v: v.name)[0]
     executor = Executor(vsphere_home).start()
@@ -171,7 +171,7 @@ def test_volume_ls_round_trips_do_not_grow_with_volumes(vsphere_home, admin):
         backend = get_backend()
         backend.datastores()  # the session and its first lookups, out of the count
         before = backend.round_trips
-        with config.reader() as query:
+        with modes.reader() as query:
             records = list_volumes(query, backend)
         return records, backend.round_trips - before
 

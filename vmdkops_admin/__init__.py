@@ -1,20 +1,23 @@
 """vSphere Storage for Docker, host side: the admin CLI, the auth DB, the
 executor and the backends that make, attach and remove VMDK disks.
 
-Where a change goes:
+Where a change goes, folder by folder:
 
-- a guest's request (``executor/`` receives it): ``volumes`` (what a VM does
-  to a volume), ``authorize`` (what it may), ``takeover`` and ``liveness``
-  (a silent VM's volumes), ``credentials`` (who it is);
-- an administrator's command (``cli/`` parses and prints it; the library
-  does it): ``volume_admin`` (volumes seen by the administrator),
-  ``vmgroup``, ``policy`` (with ``policy_text``, the policy language),
-  ``report``, ``reconcile``, ``legacy`` (an original installation
-  brought over), ``config_admin`` (the config DB's life cycle);
-- the config DB: ``config`` (its modes, opening it), ``db/`` (tables,
-  engines, migrations), ``steps`` (crash-safe steps), ``audit``;
-- the disks themselves: ``backends/`` (``local``, ``vsphere``);
-- what all of them use: ``names``, ``sizes``, ``errors``, ``paths``,
-  ``service``, ``jsonfile``, ``progress``, ``faults`` (crash tests)."""
+- ``executor/``: a guest's request. ``server`` receives it, ``dispatch``
+  routes it; ``volumes`` is what a VM does to a volume, ``authorize`` what
+  it may, ``credentials`` who it is, ``liveness`` and ``takeover`` a silent
+  VM's volumes, ``detach`` a disk taken off a VM (by any of them);
+- ``cli/`` and ``admin/``: an administrator's command. ``cli/<group>``
+  parses and prints it, ``admin/`` does it: ``volumes`` (as the
+  administrator sees them), ``vmgroups``, ``policies``, ``reports``,
+  ``reconcile``, ``legacy`` (an original installation brought over);
+- ``db/``: the config DB. ``models`` (tables), ``migrate``, ``modes`` (its
+  modes, opening it), ``lifecycle`` (``config init|rm|mv|upgrade``),
+  ``steps`` (crash-safe steps), ``audit``;
+- ``backends/``: the disks themselves (``local``, ``vsphere``);
+- this folder: what all of them use. ``names``, ``sizes``, ``errors``,
+  ``paths``, ``service`` (the executor as the admin side sees it),
+  ``jsonfile``, ``progress``, ``vsan_rules`` (the policy language),
+  ``faults`` (crash tests)."""
 
 __version__ = "0.1.0"

@@ -23,6 +23,9 @@ _UNQUOTABLE = '"'
 DEFAULT_VMGROUP = "_DEFAULT"
 DEFAULT_VMGROUP_UUID = "11111111-1111-1111-1111-111111111111"
 DEFAULT_VMGROUP_DESCRIPTION = "This is a default vmgroup"
+# Seconds a VM's plugin may be silent before another VM of its vmgroup may
+# take its volumes over (a vmgroup's default).
+DEFAULT_TAKEOVER_AFTER = 30
 _VMGROUP_NAME = re.compile(errors.VMGROUP_NAME_PATTERN)
 
 

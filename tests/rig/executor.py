@@ -63,8 +63,8 @@ class Executor:
         root is the executor's (a test's, which is quicker), else as an
         administrator issues it (``host vm token``) in the executor's."""
         if os.path.abspath(os.environ.get("VMDKOPS_HOME", "")) == os.path.abspath(self.home):
-            from vmdkops_admin import credentials
             from vmdkops_admin.backends import get_backend
+            from vmdkops_admin.executor import credentials
 
             return credentials.issue(get_backend().find_vm(vm_name).uuid, rotate=True)
         issued = subprocess.run([sys.executable, "-c", "from vmdkops_admin.cli import main; main()", "host", "vm",

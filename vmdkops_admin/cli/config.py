@@ -17,7 +17,7 @@ def _emit_import_report(path, report, dry_run):
             "skipped": [{"table": t, "row": row, "reason": reason} for t, row, reason in report.skipped],
             "notes": report.notes}))
         return
-    from ..legacy import row_text
+    from ..admin.legacy import row_text
 
     lines = [("Dry run, nothing was changed: " if dry_run else "Imported ")
              + f"VDVS auth-db {path} (schema {report.version})", "",
@@ -43,7 +43,7 @@ config = group("config", "Init and manage Config DB to enable quotas and access 
 @click.option("--force", is_flag=True, help="Force operation, ignore warnings")
 def init(datastore, local, db_url, force):
     """vmdkops_admin config init --local"""
-    from .. import config_admin as lib
+    from ..db import lifecycle as lib
 
     emit_message(lib.init(backend(), local, datastore, db_url, force))
 
@@ -55,7 +55,7 @@ def init(datastore, local, db_url, force):
 @click.option("--confirm", is_flag=True, help="Explicitly confirm the operation")
 def rm(local, unlink, no_backup, confirm):
     """vmdkops_admin config rm --local --confirm"""
-    from .. import config_admin as lib
+    from ..db import lifecycle as lib
 
     emit_message(lib.remove(local, unlink, no_backup, confirm))
 
@@ -67,7 +67,7 @@ def rm(local, unlink, no_backup, confirm):
 @click.option("--force", is_flag=True, help="Force operation, ignore warnings")
 def mv(to, local, force):
     """vmdkops_admin config mv --to=datastore2"""
-    from .. import config_admin as lib
+    from ..db import lifecycle as lib
 
     if to is None and not local:
         raise click.UsageError("one of '--to' or '--local' is required")
@@ -77,7 +77,7 @@ def mv(to, local, force):
 @command(config, "upgrade", "Upgrade the Config DB schema to this version (keeps a backup)")
 def upgrade():
     """vmdkops_admin config upgrade"""
-    from .. import config_admin as lib
+    from ..db import lifecycle as lib
 
     emit_message(lib.upgrade())
 
@@ -93,8 +93,8 @@ def upgrade():
 @output_format_option
 def import_(path, dry_run, merge, output_format):
     """vmdkops_admin config import --from-vdvs ./auth-db --dry-run"""
-    from .. import config as lib
-    from ..legacy import import_auth_db
+    from ..admin.legacy import import_auth_db
+    from ..db import modes as lib
     from .render import progress_bar
 
     def run(session):
@@ -110,6 +110,6 @@ def import_(path, dry_run, merge, output_format):
 @command(config, "status", "Show the status of the Config DB", audited=False)
 def status():
     """vmdkops_admin config status"""
-    from .. import config as lib
+    from ..db import modes as lib
 
     emit_message(lib.status_lines())

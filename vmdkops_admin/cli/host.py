@@ -70,7 +70,7 @@ def vm_add(name, vm_uuid, datastore):
 @vm_name
 def vm_rm(name):
     """vmdkops_admin host vm rm --name=docker2"""
-    from .. import credentials
+    from ..executor import credentials
 
     inventory = backend()
     found = inventory.find_vm(name)
@@ -85,8 +85,8 @@ def vm_rm(name):
               help="Replace the VM's credential (the old one stops working at once)")
 def vm_token(name, rotate):
     """vmdkops_admin host vm token --name=docker2 --rotate"""
-    from .. import credentials
     from ..errors import VM_NOT_FOUND, AlreadyExists, NotFound
+    from ..executor import credentials
 
     found = backend().find_vm(name)
     if found is None:
@@ -104,7 +104,7 @@ def vm_token(name, rotate):
 @click.argument("state", type=click.Choice(["off", "on"]))
 def vm_power(name, state):
     """vmdkops_admin host vm power --name=docker2 off"""
-    from ..volume_admin import power
+    from ..admin.volumes import power
 
     inventory = backend()
     if not inventory.can(inventory.POWER):
@@ -116,8 +116,8 @@ def vm_power(name, state):
 @output_format_option
 def vm_ls(output_format):
     """vmdkops_admin host vm ls"""
-    from ..config import reader
-    from ..liveness import age_text, last_reports
+    from ..db.modes import reader
+    from ..executor.liveness import age_text, last_reports
 
     with reader() as query:
         reports = last_reports(query) if query else {}

@@ -66,7 +66,7 @@ def _audited(action, function):
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from .. import audit
+        from ..db import audit
 
         try:
             result = function(*args, **kwargs)
@@ -85,13 +85,13 @@ output_format_option = click.option(
 
 def with_db(function=None, *, optional=False):
     """Run the command in one transaction of the config DB, the session as
-    its first argument (see ``config.run_in_transaction``)."""
+    its first argument (see ``db.modes.run_in_transaction``)."""
     if function is None:
         return functools.partial(with_db, optional=optional)
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from ..config import run_in_transaction
+        from ..db.modes import run_in_transaction
 
         return run_in_transaction(function, *args, optional=optional, **kwargs)
 

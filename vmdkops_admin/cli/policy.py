@@ -8,7 +8,7 @@ from .types import name_option
 
 
 def _active(count):
-    from ..policy import active_text
+    from ..admin.policies import active_text
 
     return active_text(count)
 
@@ -28,7 +28,7 @@ content_option = click.option("--content", required=True, help="The VSAN policy 
 @content_option
 def create(name, content):
     """vmdkops_admin policy create --name=some-policy --content='(("proportionalCapacity" i50))'"""
-    from .. import policy as lib
+    from ..admin import policies as lib
 
     emit_message(with_db(lib.create)(backend(), name, content))
 
@@ -37,7 +37,7 @@ def create(name, content):
 @policy_option
 def rm(name):
     """vmdkops_admin policy rm --name=some-policy"""
-    from .. import policy as lib
+    from ..admin import policies as lib
 
     emit_message(with_db(lib.remove)(backend(), name))
 
@@ -47,10 +47,10 @@ def rm(name):
 @output_format_option
 def ls(output_format):
     """vmdkops_admin policy ls"""
-    from .. import config
-    from .. import policy as lib
+    from ..admin import policies as lib
+    from ..db import modes
 
-    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+    if modes.detect().mode is modes.Mode.NOT_CONFIGURED:
         emit_records(POLICY_COLUMNS, [])
         return
     emit_records(POLICY_COLUMNS, with_db(lib.list_policies)(backend()))
@@ -62,7 +62,7 @@ def ls(output_format):
 @content_option
 def update(name, content):
     """vmdkops_admin policy update --name=some-policy --content='(("hostFailuresToTolerate" i1))'"""
-    from .. import policy as lib
+    from ..admin import policies as lib
     from .render import progress_bar
 
     emit_message(with_db(lib.update)(backend(), name, content, progress_bar("Updating volumes")))

@@ -44,8 +44,8 @@ AUDIT_COLUMNS = tuple(Column(header, key) for header, key in (
 
 
 def _duration(_ctx, _param, value):
+    from ..admin.reports import parse_duration
     from ..errors import VmdkopsError
-    from ..report import parse_duration
 
     try:
         return parse_duration(value) if value else None
@@ -88,17 +88,17 @@ report = group("report", "Reports for cron and monitoring: usage, history and au
               help="With --record: drop snapshots older than this (e.g. 90d)")
 def usage(vmgroup, datastore, output_format, output_file, threshold, record, keep):
     """vmdkops_admin report usage --threshold 90"""
-    from .. import config
-    from .. import report as lib
+    from ..admin import reports as lib
+    from ..db import modes
 
-    with config.reader() as query:
+    with modes.reader() as query:
         if query is None:
             from ..errors import INIT_NEEDED, NotConfigured
 
             raise NotConfigured(INIT_NEEDED)
         records = lib.usage(query, backend(), vmgroup, datastore)
     if record:
-        config.run_in_transaction(lib.record, records, keep)
+        modes.run_in_transaction(lib.record, records, keep)
     fmt = (output_format or chosen_format()).lower()
     text = (lib.prometheus(records) if fmt == "prometheus"
             else format_records(USAGE_COLUMNS, records, fmt))
@@ -123,7 +123,7 @@ def usage(vmgroup, datastore, output_format, output_file, threshold, record, kee
 @output_format_option
 def history(since, vmgroup, output_format):
     """vmdkops_admin report history --since 30d --vmgroup=vg1"""
-    from .. import report as lib
+    from ..admin import reports as lib
 
     emit_records(HISTORY_COLUMNS, with_db(lib.history)(since, vmgroup))
 
@@ -137,6 +137,6 @@ def history(since, vmgroup, output_format):
 @output_format_option
 def audit(since, vmgroup, vm, failed, output_format):
     """vmdkops_admin report audit --since 7d --failed"""
-    from .. import report as lib
+    from ..admin import reports as lib
 
     emit_records(AUDIT_COLUMNS, with_db(lib.audit_events)(since, vmgroup, vm, failed))

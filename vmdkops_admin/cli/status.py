@@ -10,6 +10,7 @@ from .render import emit_message
 @click.option("--fast", is_flag=True, help="Skip some of the data collection (port, version)")
 def status(fast):
     """vmdkops_admin status --fast"""
-    from .. import config, service
+    from .. import service
+    from ..db import modes
 
-    emit_message(service.status_lines(fast) + config.status_lines())
+    emit_message(service.status_lines(fast) + modes.status_lines())

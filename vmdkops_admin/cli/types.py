@@ -40,8 +40,8 @@ class VmNames(click.ParamType):
         self.empty_message = empty_message
 
     def convert(self, value, param, ctx):
+        from ..admin.vmgroups import split_vm_list
         from ..errors import InvalidArgument
-        from ..vmgroup import split_vm_list
 
         if isinstance(value, list):
             return value

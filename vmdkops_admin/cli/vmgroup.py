@@ -35,8 +35,8 @@ UNSET = object()
 
 
 def _takeover_after(_ctx, _param, value):
+    from ..admin.reports import parse_duration
     from ..errors import VmdkopsError
-    from ..report import parse_duration
 
     if value is None:
         return UNSET
@@ -68,7 +68,7 @@ vmgroup = group("vmgroup", "Administer and monitor volume access control")
 @takeover_after_option
 def create(name, description, vm_list, default_datastore, takeover_after):
     """vmdkops_admin vmgroup create --name=vg1 --default-datastore=datastore1 --vm-list=vm1,vm2"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.create)(backend(), name, default_datastore, description, vm_list,
                             **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
@@ -84,7 +84,7 @@ def create(name, description, vm_list, default_datastore, takeover_after):
 @takeover_after_option
 def update(name, new_name, description, default_datastore, takeover_after):
     """vmdkops_admin vmgroup update --name=vg1 --new-name=web --description='web servers'"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.update)(backend(), name, new_name, description, default_datastore,
                             **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
@@ -99,7 +99,7 @@ def update(name, new_name, description, default_datastore, takeover_after):
                    "they fall back to _DEFAULT)")
 def rm(name, remove_volumes, force):
     """vmdkops_admin vmgroup rm --name=vg1 --remove-volumes"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.remove)(backend(), name, remove_volumes, force))
 
@@ -108,10 +108,10 @@ def rm(name, remove_volumes, force):
 @output_format_option
 def ls(output_format):
     """vmdkops_admin vmgroup ls --output-format=json"""
-    from .. import config
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
+    from ..db import modes
 
-    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+    if modes.detect().mode is modes.Mode.NOT_CONFIGURED:
         emit_records(VMGROUP_COLUMNS, lib.not_configured_vmgroups())
         return
     emit_records(VMGROUP_COLUMNS, with_db(lib.list_vmgroups)(backend()))
@@ -125,7 +125,7 @@ vm = group("vm", "Add, remove, replace and list VMs in a vmgroup", vmgroup)
 @vm_list_option("A list of VM names (or uuids) to add to this vmgroup")
 def vm_add(name, vm_list):
     """vmdkops_admin vmgroup vm add --name=vg1 --vm-list=vm3,vm4"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.vm_add)(backend(), name, vm_list))
 
@@ -135,7 +135,7 @@ def vm_add(name, vm_list):
 @vm_list_option("A list of VM names (or uuids) to rm from this vmgroup")
 def vm_rm(name, vm_list):
     """vmdkops_admin vmgroup vm rm --name=vg1 --vm-list=vm3"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.vm_remove)(backend(), name, vm_list))
 
@@ -145,7 +145,7 @@ def vm_rm(name, vm_list):
 @vm_list_option("A list of VM names (or uuids) to replace for this vmgroup", empty_message=REPLACE_VM_EMPTY)
 def vm_replace(name, vm_list):
     """vmdkops_admin vmgroup vm replace --name=vg1 --vm-list=vm5,vm6"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.vm_replace)(backend(), name, vm_list))
 
@@ -155,14 +155,14 @@ def vm_replace(name, vm_list):
 @output_format_option
 def vm_ls(name, output_format):
     """vmdkops_admin vmgroup vm ls --name=vg1"""
-    from .. import config
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
+    from ..db import modes
     from ..errors import DEFAULT_VM_LS, INIT_NEEDED, InvalidArgument, NotConfigured
     from ..names import DEFAULT_VMGROUP
 
     if name == DEFAULT_VMGROUP:
         raise InvalidArgument(DEFAULT_VM_LS)
-    if config.detect().mode is config.Mode.NOT_CONFIGURED:
+    if modes.detect().mode is modes.Mode.NOT_CONFIGURED:
         raise NotConfigured(INIT_NEEDED)
     emit_records(VM_COLUMNS, with_db(lib.vm_list)(backend(), name))
 
@@ -177,7 +177,7 @@ access = group("access", "Add or remove Datastore access and quotas for a vmgrou
 @size_options(clearable=False)
 def access_add(name, datastore, allow_create, volume_maxsize, volume_totalsize):
     """vmdkops_admin vmgroup access add --name=vg1 --datastore=ds2 --allow-create --volume-maxsize=500MB --volume-totalsize=2GB"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.access_add)(name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
@@ -191,7 +191,7 @@ def access_add(name, datastore, allow_create, volume_maxsize, volume_totalsize):
 @size_options(clearable=True)
 def access_set(name, datastore, allow_create, volume_maxsize, volume_totalsize):
     """vmdkops_admin vmgroup access set --name=vg1 --datastore=ds2 --allow-create=False --volume-totalsize=unset"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.access_set)(name, datastore, allow_create, volume_maxsize, volume_totalsize))
 
@@ -201,7 +201,7 @@ def access_set(name, datastore, allow_create, volume_maxsize, volume_totalsize):
 @datastore_option("Datastore which access is controlled")
 def access_rm(name, datastore):
     """vmdkops_admin vmgroup access rm --name=vg1 --datastore=ds2"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.access_remove)(name, datastore))
 
@@ -211,6 +211,6 @@ def access_rm(name, datastore):
 @output_format_option
 def access_ls(name, output_format):
     """vmdkops_admin vmgroup access ls --name=vg1"""
-    from .. import vmgroup as lib
+    from ..admin import vmgroups as lib
 
     emit_records(ACCESS_COLUMNS, with_db(lib.access_list)(backend(), name))

@@ -32,7 +32,7 @@ class ColumnList(click.ParamType):
 
 
 def _columns(chosen):
-    from ..volume_admin import COLUMNS, created_text, size_text
+    from ..admin.volumes import COLUMNS, created_text, size_text
 
     text = {"capacity_mb": size_text, "used_mb": size_text, "created": created_text,
             "attached_to": lambda vm: "detached" if vm is None else vm}
@@ -41,10 +41,10 @@ def _columns(chosen):
 
 
 def _list(chosen, vmgroup):
-    from .. import config
-    from ..volume_admin import list_volumes
+    from ..admin.volumes import list_volumes
+    from ..db import modes
 
-    with config.reader() as query:
+    with modes.reader() as query:
         return list_volumes(query, backend(), vmgroup, "used" in chosen, "taken-over" in chosen)
 
 
@@ -79,7 +79,7 @@ def shortls(vmgroup, output_format):
                    "attach-as=independent_persistent|persistent.")
 def set_(full_name, vmgroup, options):
     """vmdkops_admin volume set --volume=vol1@datastore1 --vmgroup=vg1 --options='access=read-only'"""
-    from ..volume_admin import set_options
+    from ..admin.volumes import set_options
 
     emit_message(with_db(set_options, optional=True)(backend(), full_name, vmgroup, options))
 
@@ -92,7 +92,7 @@ def set_(full_name, vmgroup, options):
               help="Required: detach without the VM's consent.")
 def detach(full_name, vmgroup, force):
     """vmdkops_admin volume detach --volume=vol1@datastore1 --force"""
-    from ..volume_admin import force_detach
+    from ..admin.volumes import force_detach
 
     emit_message(with_db(force_detach, optional=True)(backend(), full_name, vmgroup))
 
@@ -104,7 +104,7 @@ def detach(full_name, vmgroup, force):
 @owner_option()
 def resize(full_name, size, vmgroup):
     """vmdkops_admin volume resize --volume=vol1@datastore1 --size=20GB --vmgroup=vg1"""
-    from ..volume_admin import resize as grow
+    from ..admin.volumes import resize as grow
 
     emit_message(with_db(grow, optional=True)(backend(), full_name, vmgroup, size))
 
@@ -118,9 +118,8 @@ def resize(full_name, size, vmgroup):
 @output_format_option
 def reconcile(dry_run, adopt, output_format):
     """vmdkops_admin volume reconcile --dry-run"""
-    from ..reconcile import reconcile as run
+    from ..admin.reconcile import reconcile as run
     from .render import output_format as chosen_format
-
     from .render import progress_bar
 
     findings = with_db(run, optional=True)(backend(), dry_run, adopt, progress_bar("Reconciling"))

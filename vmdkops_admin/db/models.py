@@ -6,11 +6,10 @@ and a new ``HEAD_REVISION`` in ``vmdkops_admin.db``."""
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint, select)
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ..liveness import DEFAULT_TAKEOVER_AFTER
+from ..names import DEFAULT_TAKEOVER_AFTER
 
 
 class Base(DeclarativeBase):

@@ -1,2 +1,3 @@
-"""The executor ``vmdk-opsd``: it takes requests from guests, asks the auth DB
-and does the disk work through a backend."""
+"""The executor ``vmdk-opsd``: it takes requests from guests (``server``,
+``dispatch``), asks the auth DB what each VM may (``authorize``) and does
+the disk work through a backend (``volumes``, ``detach``, ``takeover``)."""

@@ -9,9 +9,11 @@ import threading
 import uuid
 from contextlib import ExitStack, contextmanager, nullcontext
 
-from .. import __version__, config, db, liveness
+from .. import __version__, db
+from ..db import modes
+from ..db.steps import step
 from ..errors import NotFound, VmdkopsError
-from ..steps import step
+from . import liveness
 
 log = logging.getLogger("vmdkops.executor")
 
@@ -102,10 +104,10 @@ class Dispatcher:
         return reply
 
     def _audit(self, message, vm, cmd, reply):
-        from .. import audit
+        from ..db import audit
 
-        state = config.detect()
-        if state.mode in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK):
+        state = modes.detect()
+        if state.mode in (modes.Mode.NOT_CONFIGURED, modes.Mode.BROKEN_LINK):
             return
         details = message.get("details") if isinstance(message.get("details"), dict) else {}
         opts = details.get("Opts") if isinstance(details.get("Opts"), dict) else {}
@@ -153,8 +155,8 @@ class Dispatcher:
             raise VmdkopsError("A report needs a known VM")
 
         def engine_of():
-            state = config.detect()
-            configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
+            state = modes.detect()
+            configured = state.mode not in (modes.Mode.NOT_CONFIGURED, modes.Mode.BROKEN_LINK)
             return self.engine(state) if configured else None
 
         self.reports.heard(vm, engine_of)
@@ -163,14 +165,14 @@ class Dispatcher:
     def _execute(self, vm, cmd, name, opts):
         from sqlalchemy.orm import Session
 
-        from .. import authorize
+        from . import authorize
 
-        state = config.detect()
-        if state.mode is config.Mode.NOT_CONFIGURED:
+        state = modes.detect()
+        if state.mode is modes.Mode.NOT_CONFIGURED:
             return self._run(vm, cmd, name, opts, None, authorize.simulated_default())
         try:
-            if state.mode is config.Mode.BROKEN_LINK:
-                raise config.broken_link_error(state)
+            if state.mode is modes.Mode.BROKEN_LINK:
+                raise modes.broken_link_error(state)
             with Session(self.engine(state)) as session:
                 try:
                     with step(session):  # no transaction stays open while disks are being made
@@ -187,7 +189,8 @@ class Dispatcher:
             raise
 
     def _run(self, vm, cmd, name, opts, session, tenant):
-        from .. import names, volumes
+        from .. import names
+        from . import volumes
 
         self._local.vmgroup = tenant.name
         if cmd == "list":
@@ -209,8 +212,8 @@ class Dispatcher:
             return getattr(request, cmd)()
 
     def _target(self, vm, tenant, parsed):
-        from ..authorize import VM_DS_URL
         from ..names import match_datastore
+        from .authorize import VM_DS_URL
 
         datastores = self.backend.datastores()
         if parsed.datastore is None:
@@ -250,11 +253,12 @@ class Dispatcher:
 
     def _detach(self, vm, descriptor, session):
         """Take a disk off a VM, under the locks a detach request takes."""
-        from .. import volumes
+        from .detach import detach_disk
+        from .volumes import lock_name
 
         datastore, group_uuid, volume = self.backend.volume_of(descriptor)
-        with self.locks.hold(volumes.lock_name(datastore.name, group_uuid, volume), f"vm:{vm.uuid}"):
-            volumes.detach_disk(self.backend, session, vm, descriptor, datastore.url, volume)
+        with self.locks.hold(lock_name(datastore.name, group_uuid, volume), f"vm:{vm.uuid}"):
+            detach_disk(self.backend, session, vm, descriptor, datastore.url, volume)
 
     def vms_powered_off(self, vms):
         """VMs powered off: their volumes are detached, so that another VM can
@@ -267,8 +271,8 @@ class Dispatcher:
                  if vm_uuid in by_uuid]
         if not disks:
             return
-        state = config.detect()
-        configured = state.mode not in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK)
+        state = modes.detect()
+        configured = state.mode not in (modes.Mode.NOT_CONFIGURED, modes.Mode.BROKEN_LINK)
         with Session(self.engine(state)) if configured else nullcontext() as session:
             for vm, descriptor in disks:
                 try:

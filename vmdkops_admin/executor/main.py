@@ -81,8 +81,8 @@ def parse_args(argv):
 def ensure_local_credential(backend, paths):
     """On the embedded default, the first start gives this machine's VM a
     credential in a root-only file that the local plugin reads."""
-    from .. import credentials
     from ..backends.local import this_machine_uuid
+    from . import credentials
 
     target = os.path.join(paths.root, "local-vm.credential")
     if os.path.exists(target):
@@ -98,9 +98,9 @@ def ensure_local_credential(backend, paths):
 
 def reconcile_at_start(backend, log):
     """Finish or undo what a crash interrupted before serving anyone."""
-    from ..config import run_in_transaction
+    from ..admin.reconcile import reconcile
+    from ..db.modes import run_in_transaction
     from ..errors import VmdkopsError
-    from ..reconcile import reconcile
 
     try:
         findings = run_in_transaction(reconcile, backend, optional=True)

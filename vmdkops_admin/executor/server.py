@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from plugin.vsphere import protocol
 
-from .. import credentials
 from ..errors import VM_NOT_FOUND
+from . import credentials
 
 log = logging.getLogger("vmdkops.executor")
 

@@ -7,7 +7,7 @@ becomes a requirement profile of the same name whose rules are those
 capabilities in the ``VSAN`` namespace."""
 
 from ...errors import NotFound, VmdkopsError
-from ...policy_text import parse_vsan, vsan_text
+from ...vsan_rules import parse_vsan, vsan_text
 
 OURS = "Created by vmdkops_admin"
 class Spbm:

@@ -13,7 +13,7 @@ log = logging.getLogger("vmdkops.audit")
 
 def log_loss(event, exc):
     if not log.handlers and not logging.getLogger().handlers:
-        from .paths import layout
+        from ..paths import layout
 
         try:
             os.makedirs(os.path.dirname(layout().log_file), exist_ok=True)
@@ -31,7 +31,7 @@ def write(engine, **event):
     try:
         from sqlalchemy.orm import Session
 
-        from .db.models import AuditEvent
+        from .models import AuditEvent
 
         with Session(engine) as session:
             session.add(AuditEvent(**event))
@@ -46,10 +46,10 @@ def actor():
 
 def admin_event(action, params, error):
     """Record a vmdkops_admin command (when there is a config DB to record in)."""
-    from . import config
+    from . import modes
 
-    state = config.detect()
-    if state.mode in (config.Mode.NOT_CONFIGURED, config.Mode.BROKEN_LINK):
+    state = modes.detect()
+    if state.mode in (modes.Mode.NOT_CONFIGURED, modes.Mode.BROKEN_LINK):
         return
     event = {"source": "admin", "actor": actor(), "action": action,
              "outcome": "failed" if error else "ok", "error": error,
@@ -58,7 +58,7 @@ def admin_event(action, params, error):
              "target": next((str(params[k]) for k in ("full_name", "vm_list", "datastore", "name")
                              if params.get(k)), None)}
     try:
-        engine = config.connect(state)
+        engine = modes.connect(state)
     except Exception as exc:  # noqa: BLE001
         log_loss(event, exc)
         return

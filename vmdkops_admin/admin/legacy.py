@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
-from .errors import InvalidArgument, VmdkopsError
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID, validate_volume
-from .progress import Progress
+from ..backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
+from ..errors import InvalidArgument, VmdkopsError
+from ..names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID, validate_volume
+from ..progress import Progress
 
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
 LEGACY_DEFAULT_URL = "_DEFAULT_URL"
@@ -129,7 +129,7 @@ class _Import:
         merged into with ``merge`` only."""
         from sqlalchemy import func, select
 
-        from .db.models import VmGroup, Volume
+        from ..db.models import VmGroup, Volume
 
         existing = self.session.scalars(select(VmGroup)).all()
         pristine = (len(existing) == 1 and existing[0].name == DEFAULT_VMGROUP and not existing[0].vms
@@ -144,8 +144,8 @@ class _Import:
     def tenants(self):
         from sqlalchemy import select
 
-        from .db.models import VmGroup
-        from .names import validate_vmgroup_name
+        from ..db.models import VmGroup
+        from ..names import validate_vmgroup_name
 
         report = self.report
         names = {g.name for g in self.session.scalars(select(VmGroup))}
@@ -196,7 +196,7 @@ class _Import:
     def vms(self):
         from sqlalchemy import select
 
-        from .db.models import Vm
+        from ..db.models import Vm
 
         members = {vm.uuid for vm in self.session.scalars(select(Vm))}
         inventory_names = {vm.uuid.lower(): vm.name for vm in self.backend.vms()}
@@ -216,7 +216,7 @@ class _Import:
                 self.report.imported["vms"] += 1
 
     def privileges(self):
-        from .db.models import Privilege
+        from ..db.models import Privilege
 
         report, seen = self.report, self.seen
         for privilege in self.legacy["privileges"]:
@@ -252,7 +252,7 @@ class _Import:
         self.session.flush()
 
     def volumes(self):
-        from .db.models import Volume
+        from ..db.models import Volume
 
         report, indexed = self.report, set()
         for volume in self.legacy["volumes"]:

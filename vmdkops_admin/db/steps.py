@@ -5,8 +5,8 @@ the process is killed right after that step (the crash tests)."""
 
 import contextlib
 
-from .errors import VmdkopsError
-from .faults import crashpoint
+from ..errors import VmdkopsError
+from ..faults import crashpoint
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 REPORT_INTERVAL = 5
 # Less than the interval: a report that comes a little early is still written.
 WRITE_EVERY = 0.8 * REPORT_INTERVAL
-DEFAULT_TAKEOVER_AFTER = 30
 
 
 def utcnow():
@@ -62,7 +61,7 @@ def write(engine, vm_uuid, vm_name, at):
     from sqlalchemy.exc import IntegrityError
     from sqlalchemy.orm import Session
 
-    from .db.models import VmReport
+    from ..db.models import VmReport
 
     for _ in range(2):  # a first report raced by another executor's: update it
         with Session(engine) as session, session.begin():
@@ -81,14 +80,14 @@ def write(engine, vm_uuid, vm_name, at):
 def last_report(session, vm_uuid):
     from sqlalchemy import select
 
-    from .db.models import VmReport
+    from ..db.models import VmReport
 
     return session.scalar(select(VmReport.reported).where(VmReport.vm_uuid == vm_uuid))
 
 
 def last_reports(query):
     """VM uuid -> when its plugin last reported (UTC), read with a
-    ``config.reader`` query (SQLite gives the time as text)."""
+    ``db.modes.reader`` query (SQLite gives the time as text)."""
     return {vm_uuid: datetime.fromisoformat(at) if isinstance(at, str) else at
             for vm_uuid, at in query("SELECT vm_uuid, reported FROM vm_reports")}
 

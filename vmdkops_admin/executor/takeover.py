@@ -6,9 +6,11 @@ refused with what an administrator can do, and nothing changes."""
 
 import logging
 
-from . import audit, liveness
-from .backends import NotFenced, VirtualMachine
-from .errors import VmdkopsError
+from ..backends import NotFenced, VirtualMachine
+from ..db import audit
+from ..errors import VmdkopsError
+from . import liveness
+from .detach import detach_disk
 
 log = logging.getLogger("vmdkops.executor")
 
@@ -16,8 +18,6 @@ log = logging.getLogger("vmdkops.executor")
 def take_over(request, holder_uuid, holder_name):
     """Detach the disk of ``request`` from its silent holder, or raise the
     refusal. The caller holds the volume's lock."""
-    from .volumes import detach_disk  # volumes imports this module
-
     refused = f"Failed to attach volume {request.full_name}: it is attached to VM {holder_name}"
     after = request.tenant.takeover_after
     if after is None:

@@ -1,5 +1,5 @@
 """The config DB's modes, how to open it, and ``config status`` (its life
-cycle is ``config_admin``).
+cycle is ``lifecycle``).
 
 NotConfigured: no DB; no access control, everything is allowed and
 ``_DEFAULT`` is simulated. SingleNode: a SQLite file at the local path.
@@ -14,10 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from . import db
-from .errors import INIT_NEEDED, DbAccessError, NotConfigured
-from .paths import layout
-
+from .. import db
+from ..errors import INIT_NEEDED, DbAccessError, NotConfigured
+from ..paths import layout
 
 
 class Mode(enum.Enum):

@@ -14,14 +14,15 @@ from typing import Optional
 
 from sqlalchemy import delete, select, update
 
+from ..backends import AttachedElsewhere, Datastore, VirtualMachine
+from ..db.models import Volume
+from ..db.steps import step
+from ..errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument, NotFound, VmdkopsError
+from ..faults import crashpoint
+from ..names import VolumeName, parse, validate_new_volume
+from ..sizes import human_size, to_mb
 from . import authorize
-from .backends import AttachedElsewhere, Datastore, VirtualMachine
-from .db.models import Volume
-from .errors import OPT_VOLUME_SIZE_INVALID, InvalidArgument, NotFound, VmdkopsError
-from .faults import crashpoint
-from .names import VolumeName, parse, validate_new_volume
-from .sizes import human_size, to_mb
-from .steps import step
+from .detach import detach_disk
 from .takeover import take_over
 
 DEFAULTS = (("size", "100mb"), ("vsan-policy-name", "[VSAN default]"), ("diskformat", "thin"),
@@ -147,7 +148,7 @@ class Request:
 
     def _reserve(self, mb, options, policy_id=None):
         """Check the quota and insert the "creating" row in one step."""
-        from .db import write_lock
+        from ..db import write_lock
 
         with step(self.session, "create:reserved") as session:
             if session is None:
@@ -213,7 +214,7 @@ class Request:
             return None
         from sqlalchemy import select as select_
 
-        from .db.models import Policy
+        from ..db.models import Policy
 
         policies = []
         with step(self.session) as session:  # no transaction stays open while vSphere is asked
@@ -381,31 +382,6 @@ class Request:
         """The inventory's name of a VM, else its uuid."""
         vm = self.backend.find_vm(vm_uuid)
         return vm_uuid if vm is None else vm.name
-
-
-def detach_disk(backend, session, vm, descriptor, datastore_url, volume):
-    """Take a disk off a VM: the device, its side-car (a guarded write) and,
-    with a config DB, the index."""
-    backend.detach(vm, descriptor)
-    crashpoint("detach:device")
-    mark_detached(backend, descriptor, vm)
-    crashpoint("detach:metadata")
-    with step(session, "detach:indexed"):
-        if session is not None:
-            session.execute(update(Volume).where(
-                Volume.datastore_url == datastore_url, Volume.name == volume,
-                Volume.attached_vm_uuid == vm.uuid).values(attached_vm_uuid=None))
-
-
-def mark_detached(backend, descriptor, vm):
-    """Side-car to detached, unless it names another VM (a guarded write)."""
-    meta = backend.read_metadata(descriptor)
-    if meta is None or meta.get("attachedVMUuid") not in (None, vm.uuid):
-        return
-    meta["status"] = "detached"
-    for key in ("attachedVMUuid", "attachedVMName", "attachedVMDevice"):
-        meta.pop(key, None)
-    backend.write_metadata(descriptor, meta, guard=("attachedVMUuid", vm.uuid))
 
 
 def lock_name(datastore_name, vmgroup_uuid, volume):

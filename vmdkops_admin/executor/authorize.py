@@ -12,11 +12,10 @@ from typing import Optional
 
 from sqlalchemy import func, select
 
-from .backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
-from .db.models import Privilege, Vm, VmGroup, Volume
-from .errors import OPT_VOLUME_SIZE_INVALID, VmdkopsError
-from .liveness import DEFAULT_TAKEOVER_AFTER
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
+from ..backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
+from ..db.models import Privilege, Vm, VmGroup, Volume
+from ..errors import OPT_VOLUME_SIZE_INVALID, VmdkopsError
+from ..names import DEFAULT_TAKEOVER_AFTER, DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
 
 VM_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS]
 ALL_DS_URL = SPECIAL_DATASTORE_URLS[ALL_DS]

@@ -8,9 +8,9 @@ nor hold locks that would delay the executor."""
 import re
 from datetime import datetime, timedelta, timezone
 
-from .backends import SPECIAL_DATASTORE_URLS, ALL_DS, VM_DS
-from .errors import InvalidArgument
-from .names import DEFAULT_VMGROUP
+from ..backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
+from ..errors import InvalidArgument
+from ..names import DEFAULT_VMGROUP
 
 VM_DS_URL, ALL_DS_URL = SPECIAL_DATASTORE_URLS[VM_DS], SPECIAL_DATASTORE_URLS[ALL_DS]
 _DURATION = re.compile(r"^([0-9]+)([smhdw])$")
@@ -131,7 +131,7 @@ def record(session, records, keep=None):
     """Store a snapshot of ``records``; drop snapshots older than ``keep``."""
     from sqlalchemy import delete
 
-    from .db.models import UsageSnapshot
+    from ..db.models import UsageSnapshot
 
     taken = now()
     session.add_all(UsageSnapshot(
@@ -147,7 +147,7 @@ def history(session, since=None, vmgroup=None):
     """Growth per vmgroup and datastore between the first and the last snapshot."""
     from sqlalchemy import select
 
-    from .db.models import UsageSnapshot
+    from ..db.models import UsageSnapshot
 
     query = select(UsageSnapshot).order_by(UsageSnapshot.taken, UsageSnapshot.id)
     if since is not None:
@@ -174,7 +174,7 @@ def history(session, since=None, vmgroup=None):
 def audit_events(session, since=None, vmgroup=None, vm=None, failed=False):
     from sqlalchemy import select
 
-    from .db.models import AuditEvent
+    from ..db.models import AuditEvent
 
     query = select(AuditEvent).order_by(AuditEvent.at, AuditEvent.id)
     if since is not None:

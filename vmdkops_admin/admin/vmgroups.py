@@ -9,12 +9,12 @@ import uuid as uuidlib
 
 from sqlalchemy import func, select
 
-from . import errors
-from .backends import ALL_DS, VM_DS, datastore_names
-from .db.models import Privilege, Vm, VmGroup, Volume
-from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
-from .liveness import DEFAULT_TAKEOVER_AFTER
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID, validate_vmgroup_name
+from .. import errors
+from ..backends import ALL_DS, VM_DS, datastore_names
+from ..db.models import Privilege, Vm, VmGroup, Volume
+from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
+from ..names import (DEFAULT_TAKEOVER_AFTER, DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID,
+                     validate_vmgroup_name)
 
 UNCHANGED = object()  # an update that leaves a setting as it is
 
@@ -175,7 +175,7 @@ def remove(session, backend, name, remove_volumes=False, force=False):
     if group.vms and not force:
         raise VmdkopsError(errors.TENANT_NOT_EMPTY.format(name))
     if volume_count:
-        from .volume_admin import remove_vmgroup_volumes
+        from .volumes import remove_vmgroup_volumes
 
         remove_vmgroup_volumes(session, backend, group)
     group_uuid = group.uuid

@@ -9,8 +9,8 @@ import hmac
 import os
 import secrets
 
-from .jsonfile import locked_json
-from .paths import layout
+from ..jsonfile import locked_json
+from ..paths import layout
 
 
 def _path():

@@ -6,11 +6,11 @@ import re
 
 from sqlalchemy import func, select
 
-from .db.models import Policy, Volume, VmGroup
-from .errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
-from .policy_text import parse_vsan
-from .progress import Progress
-from .steps import PartlyDone
+from ..db.models import Policy, VmGroup, Volume
+from ..db.steps import PartlyDone
+from ..errors import AlreadyExists, InvalidArgument, NotFound, VmdkopsError
+from ..progress import Progress
+from ..vsan_rules import parse_vsan
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 

@@ -1,16 +1,15 @@
 """The config DB's life cycle: ``config init``, ``rm``, ``mv`` and ``upgrade``
-(the modes and how the DB is opened are ``config``)."""
+(the modes and how the DB is opened are ``modes``)."""
 
 import os
 import shutil
 import time
 
-from . import db
-from .config import Mode, broken_link_error, detect
-from .errors import INIT_NEEDED, DbAccessError, InvalidArgument, NotConfigured, NotFound, VmdkopsError
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
-from .paths import layout
-
+from .. import db
+from ..errors import INIT_NEEDED, DbAccessError, InvalidArgument, NotConfigured, NotFound, VmdkopsError
+from ..names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROUP_UUID
+from ..paths import layout
+from .modes import Mode, broken_link_error, detect
 
 # -- config init --------------------------------------------------------------
 
@@ -88,9 +87,9 @@ def _create_schema(url):
     access to ``_ALL_DS`` and ``_VM_DS``."""
     from sqlalchemy.orm import Session
 
-    from .backends import SPECIAL_DATASTORE_URLS, ALL_DS, VM_DS
-    from .db.migrate import upgrade
-    from .db.models import Privilege, VmGroup
+    from ..backends import ALL_DS, SPECIAL_DATASTORE_URLS, VM_DS
+    from .migrate import upgrade
+    from .models import Privilege, VmGroup
 
     engine = db.create_engine(url)
     try:
@@ -247,7 +246,7 @@ def move(backend, to=None, local=False, force=False):
 
 def upgrade():
     """Bring the config DB to this code's schema, keeping a backup of a SQLite file."""
-    from .db.migrate import upgrade as run_upgrade
+    from .migrate import upgrade as run_upgrade
 
     state = detect()
     if state.mode is Mode.NOT_CONFIGURED:

@@ -15,10 +15,10 @@ import re
 import time
 from datetime import datetime
 
-from .backends import datastore_names
-from .errors import VM_NOT_FOUND, InvalidArgument, NotFound, VmdkopsError
-from .names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
-from .sizes import human_size
+from ..backends import datastore_names
+from ..errors import VM_NOT_FOUND, InvalidArgument, NotFound, VmdkopsError
+from ..names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_UUID
+from ..sizes import human_size
 
 # -c choices -> (header, record key), in the canonical column order.
 COLUMNS = (("volume", "Volume", "volume"), ("datastore", "Datastore", "datastore"),
@@ -153,8 +153,8 @@ def _find(session, backend, full_name, vmgroup):
     """(datastore, descriptor, index row) of ``volume@datastore`` in a vmgroup."""
     from sqlalchemy import select
 
-    from .db.models import Volume, VmGroup
-    from .names import match_datastore, parse
+    from ..db.models import VmGroup, Volume
+    from ..names import match_datastore, parse
 
     parsed = parse(full_name)
     if parsed.datastore is None:
@@ -188,7 +188,7 @@ def _held_elsewhere(session, datastore, volume):
         return ""
     from sqlalchemy import select
 
-    from .db.models import Volume, VmGroup
+    from ..db.models import VmGroup, Volume
 
     groups = sorted(session.scalars(select(VmGroup.name).join(Volume, Volume.vmgroup_id == VmGroup.id).where(
         Volume.datastore_url == datastore.url, Volume.name == volume)))
@@ -229,7 +229,7 @@ def remove_vmgroup_volumes(session, backend, group):
     rows go with them."""
     from sqlalchemy import select
 
-    from .db.models import Volume
+    from ..db.models import Volume
     name_of = datastore_names(backend)
     rows = list(session.scalars(select(Volume).where(Volume.vmgroup_id == group.id)))
     in_use = []
@@ -253,8 +253,8 @@ def remove_vmgroup_volumes(session, backend, group):
 
 def force_detach(session, backend, full_name, vmgroup):
     """Detach a volume from whatever VM holds it, without asking that VM."""
-    from .backends import VirtualMachine
-    from .volumes import detach_disk
+    from ..backends import VirtualMachine
+    from ..executor.detach import detach_disk
 
     datastore, descriptor, _ = _find(session, backend, full_name, vmgroup)
     holder = backend.attached_to(descriptor)
@@ -270,7 +270,7 @@ def force_detach(session, backend, full_name, vmgroup):
 def power(session, backend, name, on):
     """``host vm power``: a VM of the local backend powered off gives its
     volumes back, as vmdk-opsd's watch does on vSphere; the text to print."""
-    from .volumes import detach_disk
+    from ..executor.detach import detach_disk
 
     vm = backend.find_vm(name)
     if vm is None:
@@ -292,12 +292,12 @@ def resize(session, backend, full_name, vmgroup, size_mb):
     vmgroup's limits as a create is. Its index row is "resizing" (the new
     size counted) while the disk grows; a crash is settled by reconcile at the
     size the disk has."""
-    from . import authorize
-    from .db import write_lock
-    from .db.models import VmGroup
-    from .faults import crashpoint
-    from .steps import step
-    from .volumes import MAX_DISK_MB
+    from ..db import write_lock
+    from ..db.models import VmGroup
+    from ..db.steps import step
+    from ..executor import authorize
+    from ..executor.volumes import MAX_DISK_MB
+    from ..faults import crashpoint
 
     datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
     old_mb = backend.disk_info(descriptor)[0] // (1024 * 1024)

@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from .backends import VirtualMachine
-from .db.models import Volume, VmGroup
-from .progress import Progress
-from .volumes import mark_detached
+from ..backends import VirtualMachine
+from ..db.models import VmGroup, Volume
+from ..executor.detach import mark_detached
+from ..progress import Progress
 
 
 @dataclass(frozen=True)
