@@ -1,12 +1,12 @@
 """What a vfile plugin does besides Docker's requests: its start-up (etcd,
 the node's lease, the managers' work, the recovery of the mount counts)
-and stop; and in the background, follow
-the file servers of its mounts when swarm moves them (the relays are
-pointed at the new place), and every ``HELPER_INTERVAL`` seconds follow the swarm's
-rotation of the node's certificate and the node's swarm role (a promoted
-node joins the etcd cluster, a demoted one leaves it), record the unmounts
-etcd did not hear of, and on a manager keep etcd's hosts and gate and stop
-the file servers nobody uses any more."""
+and stop; and in the background, follow the file servers of its mounts
+when swarm moves them (the relays are pointed at the new place), and every
+``HELPER_INTERVAL`` seconds follow the swarm's rotation of the node's
+certificate and the node's swarm role (a promoted node joins the etcd
+cluster, a demoted one leaves it), record the unmounts etcd did not hear
+of, and on a manager keep etcd's hosts and gate and stop the file servers
+nobody uses any more."""
 
 import json
 import logging
@@ -29,7 +29,7 @@ class Background:
     def __init__(self, node, relays, records, restore):
         """``restore()`` rebuilds the driver's counts of this node's mounts
         and makes the relays and ``records`` match them."""
-        self.node, self.relays, self.records, self.restore = node, relays, records, restore
+        self.relays, self.records, self.restore = relays, records, restore
         self.config, self.docker, self.cluster, self.etcd = node.config, node.docker, node.cluster, node.etcd
         self.servers, self.store, self.lease, self.stopping = node.servers, node.store, node.lease, node.stopping
         self.managers = Managers(node)

@@ -1,6 +1,7 @@
 """Taking a disk off a VM with its records: the device, then its side-car,
-then the index, each a crash point. A VM's detach, a takeover, the
-administrator's forced detach and reconcile all take a disk off this way."""
+then the index, each a crash point. A VM's detach, a takeover, a VM
+powered off and the administrator's forced detach all take a disk off this
+way; reconcile brings side-cars back in step with ``mark_detached``."""
 
 from sqlalchemy import update
 
