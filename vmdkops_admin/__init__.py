@@ -4,8 +4,8 @@ executor and the backends that make, attach and remove VMDK disks.
 Where a change goes, folder by folder:
 
 - ``executor/``: a guest's request. ``server`` receives it, ``dispatch``
-  routes it; ``volumes`` is what a VM does to a volume, ``authorize`` what
-  it may, ``credentials`` who it is, ``liveness`` and ``takeover`` a silent
+  routes it; ``volumes`` is what a VM does to a volume (``options``, a
+  create's), ``authorize`` what it may, ``credentials`` who it is, ``liveness`` and ``takeover`` a silent
   VM's volumes, ``detach`` a disk taken off a VM (by any of them);
 - ``cli/`` and ``admin/``: an administrator's command. ``cli/<group>``
   parses and prints it, ``admin/`` does it: ``volumes`` (as the

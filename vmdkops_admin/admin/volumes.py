@@ -296,7 +296,7 @@ def resize(session, backend, full_name, vmgroup, size_mb):
     from ..db.models import VmGroup
     from ..db.steps import step
     from ..executor import authorize
-    from ..executor.volumes import MAX_DISK_MB
+    from ..executor.options import MAX_DISK_MB
     from ..faults import crashpoint
 
     datastore, descriptor, row = _find(session, backend, full_name, vmgroup)
