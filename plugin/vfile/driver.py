@@ -1,10 +1,10 @@
 """The vfile driver (spec plugin PART B, DESIGN D11-D14): a shared volume
 ``<v>`` is a base volume ``_vF_<v>`` of the internal driver, served over SMB
 by the swarm service ``vFileServer<v>`` while any node mounts it, its state
-in etcd (``state``). This module is Docker's volume operations on a node;
-the parts they use are ``node``'s, the node's mount records in etcd
-``records``', the start-up, stop and background loops ``background``'s,
-and the managers' own work ``managers``'.
+in etcd (``state``). This module is Docker's volume operations on a node.
+The parts they use are in ``node``, the node's mount records in etcd in
+``records``, the start-up, stop and background loops in ``background``,
+and the managers' own work in ``managers``.
 
 Changes from the original (D12): create is create-if-absent; the global
 refcount is the number of live client keys; locks are lease-bound
