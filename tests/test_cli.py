@@ -330,7 +330,6 @@ def test_every_command_shows_an_example_that_parses():
     """Each command's help ends with an example of its own options, as its man page does."""
     import shlex
 
-
     commands = list(leaf_commands())
     assert len(commands) > 35
     for path, command in commands:

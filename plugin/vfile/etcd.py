@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 
-from .txn import absent, b64, delete_op, prefix_end, put_op
+from .txn import absent, b64, delete_op, key_range, put_op
 
 log = logging.getLogger("vmdkops.plugin")
 TIMEOUT = 2.0
@@ -206,9 +206,7 @@ class Etcd:
         return kvs[0].value if kvs else None
 
     def range(self, key, prefix=False, sort_by_create=False, limit=0):
-        body = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = b64(prefix_end(key))
+        body = key_range(key, prefix)
         if sort_by_create:
             body.update(sort_order="ASCEND", sort_target="CREATE")
         if limit:
@@ -338,8 +336,8 @@ class Etcd:
         """Call ``on_event(kind, KeyValue, previous KeyValue or None)`` for
         each change under ``prefix`` from ``start_revision`` until the stream
         ends; returns the revision to go on from."""
-        body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
-                                   "prev_kv": True, "start_revision": str(start_revision)}}
+        body = {"create_request": dict(key_range(prefix, prefix=True), prev_kv=True,
+                                       start_revision=str(start_revision))}
         revision = start_revision
         for event in self._events(body):
             kv = KeyValue(event["kv"])

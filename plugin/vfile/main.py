@@ -2,6 +2,7 @@
 [--repair]``, which asks etcd and Docker and serves nothing."""
 
 import logging
+
 from .. import config as configuration
 from ..process import run
 
@@ -18,4 +19,3 @@ def main(argv=None):
     from .driver import VfileDriver
 
     return run(configuration.VfileConfig, VfileDriver, argv, checking=check)
-

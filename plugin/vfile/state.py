@@ -236,7 +236,7 @@ class State:
             return
         details = {k: v for k, v in json.loads(info).items() if k not in ("address", "port", "serviceName")}
         self.etcd.txn([txn.present(STAT + name)], [txn.put_op(STAT + name, READY),
-                                                  txn.put_op(INFO + name, json.dumps(details))])
+                                                   txn.put_op(INFO + name, json.dumps(details))])
 
     def server_moved(self, name, info, address, port):
         """Record where swarm runs the server now; False if the info changed meanwhile."""

@@ -15,6 +15,14 @@ def prefix_end(prefix):
     return raw[:-1] + bytes([raw[-1] + 1])
 
 
+def key_range(key, prefix=False):
+    """A request's keys: ``key``, or with ``prefix`` every key that starts with it."""
+    keys = {"key": b64(key)}
+    if prefix:
+        keys["range_end"] = b64(prefix_end(key))
+    return keys
+
+
 def absent(key):
     return {"key": b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
 
@@ -41,15 +49,9 @@ def put_op(key, value, lease=0):
 
 def get_op(key, prefix=False):
     """A transaction's range."""
-    request = {"key": b64(key)}
-    if prefix:
-        request["range_end"] = b64(prefix_end(key))
-    return {"request_range": request}
+    return {"request_range": key_range(key, prefix)}
 
 
 def delete_op(key, prefix=False):
     """A transaction's delete."""
-    request = {"key": b64(key)}
-    if prefix:
-        request["range_end"] = b64(prefix_end(key))
-    return {"request_delete_range": request}
+    return {"request_delete_range": key_range(key, prefix)}

@@ -13,4 +13,3 @@ def main(argv=None):
         return Driver(config, Client(config), EsxDevices() if config.Devices == "esx" else LocalDevices())
 
     return run(configuration.Config, make, argv)
-

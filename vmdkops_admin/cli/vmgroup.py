@@ -71,7 +71,7 @@ def create(name, description, vm_list, default_datastore, takeover_after):
     from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.create)(backend(), name, default_datastore, description, vm_list,
-                            **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
+                                     **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
 @command(vmgroup, "update", "Update an existing vmgroup")
@@ -87,7 +87,7 @@ def update(name, new_name, description, default_datastore, takeover_after):
     from ..admin import vmgroups as lib
 
     emit_message(with_db(lib.update)(backend(), name, new_name, description, default_datastore,
-                            **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
+                                     **({} if takeover_after is UNSET else {"takeover_after": takeover_after})))
 
 
 @command(vmgroup, "rm", "Delete a vmgroup")

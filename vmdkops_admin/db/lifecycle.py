@@ -11,6 +11,7 @@ from ..names import DEFAULT_VMGROUP, DEFAULT_VMGROUP_DESCRIPTION, DEFAULT_VMGROU
 from ..paths import layout
 from .modes import Mode, broken_link_error, detect
 
+
 # -- config init --------------------------------------------------------------
 
 def init(backend, local=False, datastore=None, db_url=None, force=False):

@@ -10,6 +10,8 @@ from ...errors import NotFound, VmdkopsError
 from ...vsan_rules import parse_vsan, vsan_text
 
 OURS = "Created by vmdkops_admin"
+
+
 class Spbm:
     """The profile manager of a vCenter, reached with the backend's session."""
 
